@@ -1,0 +1,1 @@
+"""Delivery of containerised services as Prefect flows."""

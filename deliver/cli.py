@@ -1,0 +1,118 @@
+"""`deliver`: what an operator does without the UI.
+
+Exit codes: 0 success, 1 a delivery error (the message says what to do), 2 bad usage,
+3 `status` found a component unhealthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from deliver import sandbox
+from deliver.errors import DeliveryError
+from deliver.sandbox.component import ComponentStatus
+from deliver.sandbox.manager import component_names
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_statuses(statuses: Sequence[ComponentStatus], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([s.to_json() for s in statuses], indent=2))
+        return
+    rows = [("COMPONENT", "HEALTH", "ADDRESS", "PID", "DETAIL")]
+    for s in statuses:
+        pid = str(s.pid) if s.pid else "-"
+        rows.append((s.name, "healthy" if s.healthy else "UNHEALTHY", s.address, pid, s.detail))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = zip(row, widths, strict=False)
+        print("  ".join(cell.ljust(width) for cell, width in cells), row[4])
+
+
+def _only(value: str | None) -> list[str] | None:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+
+
+def _sandbox_up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    statuses = sandbox.up(sandbox.config_from_env(), only=_only(args.only), say=_say)
+    _print_statuses(statuses, as_json=args.json)
+    _say(f"sandbox up in {time.monotonic() - started:.1f} s")
+    return EXIT_OK if all(s.healthy for s in statuses) else EXIT_UNHEALTHY
+
+
+def _sandbox_down(args: argparse.Namespace) -> int:
+    stopped = sandbox.down(sandbox.config_from_env(), only=_only(args.only), say=_say)
+    _say(f"stopped: {', '.join(stopped) if stopped else 'nothing (nothing was running)'}")
+    return EXIT_OK
+
+
+def _sandbox_status(args: argparse.Namespace) -> int:
+    statuses = sandbox.status(sandbox.config_from_env(), only=_only(args.only))
+    _print_statuses(statuses, as_json=args.json)
+    return EXIT_OK if all(s.healthy for s in statuses) else EXIT_UNHEALTHY
+
+
+def _sandbox_env(args: argparse.Namespace) -> int:
+    for name, value in sandbox.config_from_env().prefect_env().items():
+        print(f"export {name}={json.dumps(value)}")
+    return EXIT_OK
+
+
+def _sandbox_packages(args: argparse.Namespace) -> int:
+    installed = sandbox.ensure_packages(sandbox.config_from_env(), say=_say)
+    _say(f"installed: {', '.join(installed)}" if installed else "all system packages present")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deliver", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    box = commands.add_parser("sandbox", help="the local delivery sandbox on loopback")
+    actions = box.add_subparsers(dest="action", required=True, metavar="ACTION")
+    only_help = f"comma-separated components: {', '.join(component_names())}"
+
+    up_cmd = actions.add_parser("up", help="start every component (idempotent)")
+    up_cmd.add_argument("--only", help=only_help)
+    up_cmd.add_argument("--json", action="store_true", help="print statuses as JSON")
+    up_cmd.set_defaults(handler=_sandbox_up)
+
+    down_cmd = actions.add_parser("down", help="stop, by pid, what `up` started")
+    down_cmd.add_argument("--only", help=only_help)
+    down_cmd.set_defaults(handler=_sandbox_down)
+
+    status_cmd = actions.add_parser("status", help="each component's address and health")
+    status_cmd.add_argument("--only", help=only_help)
+    status_cmd.add_argument("--json", action="store_true", help="print statuses as JSON")
+    status_cmd.set_defaults(handler=_sandbox_status)
+
+    env_cmd = actions.add_parser("env", help="shell exports that point Prefect at the sandbox")
+    env_cmd.set_defaults(handler=_sandbox_env)
+
+    packages_cmd = actions.add_parser("packages", help="install missing Debian packages (root)")
+    packages_cmd.set_defaults(handler=_sandbox_packages)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except DeliveryError as exc:
+        _say(f"error: {exc}")
+        return EXIT_FAILED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

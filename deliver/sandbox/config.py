@@ -1,0 +1,96 @@
+"""Where the sandbox keeps its state and which loopback ports it uses. Pure: no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+LOCAL_BASE_IMAGE = "local/debian-python:bookworm"
+PUBLIC_BASE_IMAGE = "python:3.12-slim"
+
+
+class Environment(enum.Enum):
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class Slot(enum.Enum):
+    BLUE = "blue"
+    GREEN = "green"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxConfig:
+    """Everything that decides where the sandbox lives; two configs never share a port."""
+
+    state_dir: Path
+    registry_port: int = 5001
+    ssh_ports: Mapping[Environment, int] = dataclasses.field(
+        default_factory=lambda: {Environment.STAGING: 2222, Environment.PRODUCTION: 2223}
+    )
+    nginx_port: int = 8080
+    prefect_port: int = 4200
+    slot_ports: Mapping[Environment, Mapping[Slot, int]] = dataclasses.field(
+        default_factory=lambda: {
+            Environment.STAGING: {Slot.BLUE: 8201, Slot.GREEN: 8202},
+            Environment.PRODUCTION: {Slot.BLUE: 8101, Slot.GREEN: 8102},
+        }
+    )
+    work_pool: str = "sandbox-process"
+
+    @property
+    def registry_address(self) -> str:
+        return f"{LOOPBACK}:{self.registry_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.prefect_port}/api"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect" / "home"
+
+    @property
+    def production_front_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.nginx_port}"
+
+    def component_dir(self, name: str) -> Path:
+        return self.state_dir / name
+
+    def prefect_env(self) -> dict[str, str]:
+        """Settings for any Prefect process that talks to this sandbox's server."""
+        return {
+            "PREFECT_HOME": str(self.prefect_home),
+            "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_API_HOST": LOOPBACK,
+            "PREFECT_SERVER_API_PORT": str(self.prefect_port),
+        }
+
+    def used_ports(self) -> list[int]:
+        ports = [self.registry_port, self.nginx_port, self.prefect_port, *self.ssh_ports.values()]
+        for slots in self.slot_ports.values():
+            ports.extend(slots.values())
+        return ports
+
+
+def default_state_dir(environ: Mapping[str, str], cwd: Path) -> Path:
+    """DELIVER_SANDBOX_DIR if set, else `.sandbox` at the project root above `cwd`."""
+    if configured := environ.get("DELIVER_SANDBOX_DIR"):
+        return Path(configured).resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "prefect.yaml").is_file():
+            return folder / ".sandbox"
+    return Path.home() / ".local" / "state" / "deliver" / "sandbox"
+
+
+def config_from_env(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> SandboxConfig:
+    environ = os.environ if environ is None else environ
+    state_dir = default_state_dir(environ, cwd or Path.cwd())
+    return SandboxConfig(state_dir=state_dir)

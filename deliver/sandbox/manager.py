@@ -1,0 +1,130 @@
+"""Bring the whole sandbox up, report on it, and take down what it started."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+
+from deliver.errors import MissingSystemPackages, SandboxError
+from deliver.sandbox.base_image import BaseImage
+from deliver.sandbox.component import Component, ComponentStatus, Context, SystemTool
+from deliver.sandbox.config import Environment, SandboxConfig
+from deliver.sandbox.docker_engine import DockerEngine
+from deliver.sandbox.nginx_front import NginxFront
+from deliver.sandbox.prefect_server import PrefectServer, PrefectWorker
+from deliver.sandbox.registry import Registry
+from deliver.sandbox.ssh_hosts import SshHost
+from deliver.sandbox.state import SandboxState
+
+
+def all_components() -> list[Component]:
+    """In start order; `down` goes in reverse."""
+    return [
+        DockerEngine(),
+        BaseImage(),
+        Registry(),
+        SshHost(Environment.STAGING),
+        SshHost(Environment.PRODUCTION),
+        NginxFront(),
+        PrefectServer(),
+        PrefectWorker(),
+    ]
+
+
+def component_names() -> list[str]:
+    return [component.name for component in all_components()]
+
+
+def select(only: Sequence[str] | None) -> list[Component]:
+    components = all_components()
+    if not only:
+        return components
+    unknown = sorted(set(only) - {c.name for c in components})
+    if unknown:
+        known = ", ".join(component_names())
+        msg = f"Unknown sandbox component(s): {', '.join(unknown)}. Known: {known}"
+        raise SandboxError(msg)
+    return [c for c in components if c.name in only]
+
+
+@contextlib.contextmanager
+def _locked(config: SandboxConfig) -> Iterator[SandboxState]:
+    """One `up` or `down` at a time per sandbox."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with (config.state_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield SandboxState.load(config.state_dir)
+
+
+def missing_tools(components: Sequence[Component], ctx: Context) -> list[SystemTool]:
+    needed: dict[str, SystemTool] = {}
+    for component in components:
+        for tool in component.tools_needed(ctx):
+            if tool.path() is None:
+                needed[tool.package] = tool
+    return list(needed.values())
+
+
+def install_packages(tools: Sequence[SystemTool], say: Callable[[str], None]) -> None:
+    """apt-get install the packages of `tools`; only as root on a Debian-like machine."""
+    if not tools:
+        return
+    packages = sorted({tool.package for tool in tools})
+    if os.geteuid() != 0:
+        raise MissingSystemPackages(packages=packages, reason="only root may install them")
+    if shutil.which("apt-get") is None:
+        raise MissingSystemPackages(packages=packages, reason="apt-get is not available")
+    say(f"installing system packages: {', '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+            raise MissingSystemPackages(packages=packages, reason=f"{argv[1]} failed: {tail}")
+
+
+def ensure_packages(config: SandboxConfig, say: Callable[[str], None]) -> list[str]:
+    """Install what a cold `up` would need on this machine; returns the packages installed."""
+    with _locked(config) as state:
+        ctx = Context(config, state, say)
+        tools = missing_tools(all_components(), ctx)
+        install_packages(tools, say)
+        return sorted({tool.package for tool in tools})
+
+
+def up(
+    config: SandboxConfig,
+    *,
+    only: Sequence[str] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[ComponentStatus]:
+    components = select(only)
+    with _locked(config) as state:
+        ctx = Context(config, state, say)
+        install_packages(missing_tools(components, ctx), say)
+        return [component.up(ctx) for component in components]
+
+
+def down(
+    config: SandboxConfig,
+    *,
+    only: Sequence[str] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[str]:
+    """Stop, by recorded pid, what `up` started; returns the names of what was stopped."""
+    with _locked(config) as state:
+        ctx = Context(config, state, say)
+        return [c.name for c in reversed(select(only)) if c.down(ctx)]
+
+
+def status(config: SandboxConfig, *, only: Sequence[str] | None = None) -> list[ComponentStatus]:
+    state = SandboxState.load(config.state_dir)
+    ctx = Context(config, state, lambda _message: None)
+    return [component.status(ctx) for component in select(only)]

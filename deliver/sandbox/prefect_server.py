@@ -1,0 +1,85 @@
+"""A Prefect server on loopback (SQLite, private PREFECT_HOME) and a process worker on its pool."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from deliver.sandbox.component import Context, Daemon
+
+WORKER_NAME = "sandbox-worker-1"
+
+
+def prefect_executable() -> str:
+    """The `prefect` command installed beside the Python running this code."""
+    beside = Path(sys.executable).parent / "prefect"
+    return str(beside) if beside.exists() else "prefect"
+
+
+def prefect_process_env(ctx: Context) -> dict[str, str]:
+    ctx.config.prefect_home.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, **ctx.config.prefect_env()}
+
+
+class PrefectServer(Daemon):
+    name = "prefect-server"
+    startup_timeout = 120.0
+
+    def address(self, ctx: Context) -> str:
+        return ctx.config.prefect_api_url.removesuffix("/api")
+
+    def port(self, ctx: Context) -> int:
+        return ctx.config.prefect_port
+
+    def argv(self, ctx: Context) -> list[str]:
+        port = str(ctx.config.prefect_port)
+        return [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", port]
+
+    def env(self, ctx: Context) -> Mapping[str, str]:
+        return prefect_process_env(ctx)
+
+    def probe(self, ctx: Context) -> str | None:
+        url = f"{ctx.config.prefect_api_url}/health"
+        try:
+            response = httpx.get(url, timeout=3.0)
+        except httpx.HTTPError as exc:
+            return f"GET {url} failed: {exc}"
+        return None if response.status_code == 200 else f"GET {url} answered {response.status_code}"
+
+
+class PrefectWorker(Daemon):
+    name = "prefect-worker"
+    startup_timeout = 90.0
+
+    def address(self, ctx: Context) -> str:
+        return f"work pool {ctx.config.work_pool!r}"
+
+    def argv(self, ctx: Context) -> list[str]:
+        pool = ctx.config.work_pool
+        return [
+            prefect_executable(), "worker", "start",
+            "--pool", pool, "--type", "process", "--name", WORKER_NAME,
+        ]  # fmt: skip
+
+    def env(self, ctx: Context) -> Mapping[str, str]:
+        return prefect_process_env(ctx)
+
+    def cwd(self, ctx: Context) -> Path:
+        return ctx.config.state_dir.parent
+
+    def probe(self, ctx: Context) -> str | None:
+        url = f"{ctx.config.prefect_api_url}/work_pools/{ctx.config.work_pool}/workers/filter"
+        try:
+            response = httpx.post(url, json={}, timeout=3.0)
+        except httpx.HTTPError as exc:
+            return f"POST {url} failed: {exc}"
+        if response.status_code != 200:
+            return f"work pool {ctx.config.work_pool!r} not found ({response.status_code})"
+        online = [w for w in response.json() if w.get("name") == WORKER_NAME]
+        if not online or online[0].get("status") != "ONLINE":
+            return f"worker {WORKER_NAME!r} is not online on pool {ctx.config.work_pool!r}"
+        return None

@@ -1,0 +1,97 @@
+"""Configuration files of the sandbox's servers, rendered from values. Pure: no I/O."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deliver.sandbox.config import LOOPBACK
+
+
+def registry_config(*, port: int, data_dir: Path, htpasswd_path: Path, http_secret: str) -> str:
+    # JSON is valid YAML, and json.dumps quotes every path and secret safely.
+    config = {
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(data_dir)},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"{LOOPBACK}:{port}", "secret": http_secret},
+        "auth": {"htpasswd": {"realm": "deliver-sandbox", "path": str(htpasswd_path)}},
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def sshd_config(*, port: int, host_key: Path, authorized_keys: Path, pid_file: Path) -> str:
+    lines = [
+        f"Port {port}",
+        f"ListenAddress {LOOPBACK}",
+        f"HostKey {host_key}",
+        f"AuthorizedKeysFile {authorized_keys}",
+        f"PidFile {pid_file}",
+        "StrictModes no",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "UsePAM no",
+        "PrintMotd no",
+        "X11Forwarding no",
+        "AllowTcpForwarding no",
+        "MaxStartups 30:50:100",
+        "Subsystem sftp internal-sftp",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def nginx_config(*, port: int, prefix: Path, upstream_file: Path, pid_file: Path) -> str:
+    """nginx in front of production; `upstream_file` names the live slot; releases rewrite it."""
+    return f"""\
+worker_processes 1;
+pid {pid_file};
+error_log {prefix}/error.log warn;
+
+events {{
+    worker_connections 512;
+}}
+
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/scratch/client_body;
+    proxy_temp_path {prefix}/scratch/proxy;
+    fastcgi_temp_path {prefix}/scratch/fastcgi;
+    uwsgi_temp_path {prefix}/scratch/uwsgi;
+    scgi_temp_path {prefix}/scratch/scgi;
+
+    include {upstream_file};
+
+    server {{
+        listen {LOOPBACK}:{port};
+
+        location = /__front/health {{
+            access_log off;
+            default_type text/plain;
+            return 200 "ok\\n";
+        }}
+
+        location / {{
+            proxy_pass http://production_app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_connect_timeout 2s;
+            proxy_next_upstream error timeout http_502 http_503;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_upstream(*, slot_port: int) -> str:
+    return f"upstream production_app {{\n    server {LOOPBACK}:{slot_port};\n    keepalive 8;\n}}\n"
+
+
+def known_hosts_line(*, port: int, public_key: str) -> str:
+    """A known_hosts entry for a host on loopback at a non-default port (`[host]:port key`)."""
+    return f"[{LOOPBACK}]:{port} {public_key.strip()}\n"
