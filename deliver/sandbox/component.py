@@ -6,6 +6,7 @@ import abc
 import dataclasses
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -140,7 +141,8 @@ class Daemon(Component):
         record = processes.spawn(
             self.argv(ctx), log_path=self.log_path(ctx), env=self.env(ctx), cwd=self.cwd(ctx)
         )
-        ctx.state.set_component(self.name, {**record.to_json(), "address": self.address(ctx)})
+        started = {**record.to_json(), "address": self.address(ctx), "started_at": time.time()}
+        ctx.state.set_component(self.name, started)
         return record
 
     def _wait_healthy(self, ctx: Context, record: processes.ProcessRecord) -> None:

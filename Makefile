@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo lint sandbox-up sandbox-status down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/deliver sandbox up
+	$(BIN)/python -m deliver.demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+sandbox-up: install
+	$(BIN)/deliver sandbox up
+
+sandbox-status: install
+	$(BIN)/deliver sandbox status
+
+down: install
+	$(BIN)/deliver sandbox down
+
+clean: down
+	rm -rf $(VENV) .sandbox

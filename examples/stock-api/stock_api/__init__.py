@@ -1,0 +1,1 @@
+"""Stock statistics over a bundled data set, served as JSON over HTTP."""

@@ -1,0 +1,116 @@
+"""Session fixtures: the real sandbox, one per test session, and Prefect pointed at its server.
+
+Each component fixture adds its pytest marker to the tests that use it, so `-m "not sshd"`
+deselects exactly the tests that need the SSH hosts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deliver import sandbox
+from deliver.errors import DeliveryError
+from deliver.sandbox.config import SandboxConfig
+from deliver.sandbox.state import SandboxState
+
+CONFIG = sandbox.config_from_env()
+# Before Prefect is imported anywhere: every Prefect client in the tests talks to the sandbox
+# server with the sandbox's private PREFECT_HOME, never the user's profile.
+os.environ.update(CONFIG.prefect_env())
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+FIXTURE_MARKERS = {
+    "docker_engine": "docker",
+    "base_image": "docker",
+    "registry": "registry",
+    "ssh_hosts": "sshd",
+    "nginx_front": "nginx",
+    "prefect_api": "prefect_server",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def sandbox_config() -> SandboxConfig:
+    return CONFIG
+
+
+@pytest.fixture(scope="session")
+def sandbox_state(sandbox_config: SandboxConfig) -> SandboxState:
+    """The running sandbox, brought up once per session (a no-op when it already runs)."""
+    try:
+        statuses = sandbox.up(sandbox_config, say=lambda _message: None)
+    except DeliveryError as exc:
+        pytest.fail(
+            f"The sandbox could not be brought up: {exc}\n"
+            "Run `deliver sandbox up` (as root on a fresh machine) to see each step, then rerun.",
+            pytrace=False,
+        )
+    unhealthy = [s for s in statuses if not s.healthy]
+    if unhealthy:
+        details = "; ".join(f"{s.name}: {s.detail}" for s in unhealthy)
+        pytest.fail(f"Sandbox unhealthy ({details}). Run `deliver sandbox status`.", pytrace=False)
+    return SandboxState.load(sandbox_config.state_dir)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(sandbox_state: SandboxState) -> Iterator[object]:
+    import docker
+
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(sandbox_state: SandboxState) -> str:
+    return str(sandbox_state.fact("base_image"))
+
+
+@pytest.fixture(scope="session")
+def registry(sandbox_state: SandboxState, sandbox_config: SandboxConfig) -> dict[str, str]:
+    return {"address": sandbox_config.registry_address, **sandbox_state.credentials("registry")}
+
+
+@pytest.fixture(scope="session")
+def ssh_hosts(
+    sandbox_state: SandboxState, sandbox_config: SandboxConfig
+) -> dict[str, dict[str, object]]:
+    hosts: dict[str, dict[str, object]] = {}
+    for environment, port in sandbox_config.ssh_ports.items():
+        folder = sandbox_config.component_dir(f"ssh-{environment.value}")
+        hosts[environment.value] = {
+            "port": port,
+            "deploy_key": folder / "deploy_key",
+            "known_hosts": folder / "known_hosts",
+            "host_key_pub": folder / "host_key.pub",
+        }
+    return hosts
+
+
+@pytest.fixture(scope="session")
+def nginx_front(sandbox_state: SandboxState, sandbox_config: SandboxConfig) -> dict[str, object]:
+    return {
+        "url": sandbox_config.production_front_url,
+        "upstream_file": Path(str(sandbox_state.fact("nginx_upstream_file"))),
+        "config_file": Path(str(sandbox_state.fact("nginx_config_file"))),
+    }
+
+
+@pytest.fixture(scope="session")
+def prefect_api(sandbox_state: SandboxState, sandbox_config: SandboxConfig) -> Iterator[str]:
+    """Prefect settings pointing at the sandbox server for the whole session."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: sandbox_config.prefect_api_url}):
+        yield sandbox_config.prefect_api_url

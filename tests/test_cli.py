@@ -1,0 +1,54 @@
+"""The `deliver` command: help, JSON status and exit codes scripts can rely on."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_DIR
+
+
+def deliver(*args: str, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "deliver.cli", *args],
+        cwd=PROJECT_DIR, capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+
+
+def test_help_lists_the_sandbox_command():
+    """`deliver --help` exits 0 and names the sandbox command."""
+    done = deliver("--help")
+    assert done.returncode == 0
+    assert "sandbox" in done.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    """An unknown command exits 2, argparse's usage error."""
+    assert deliver("nonsense").returncode == 2
+
+
+def test_unknown_component_is_a_clear_error():
+    """`--only` with an unknown name exits 1 and lists the known components."""
+    done = deliver("sandbox", "status", "--only", "mainframe")
+    assert done.returncode == 1
+    assert "mainframe" in done.stderr
+    assert "registry" in done.stderr
+
+
+def test_status_json_shows_every_component_healthy(sandbox_state):
+    """With the sandbox up, `status --json` lists every component healthy and exits 0."""
+    done = deliver("sandbox", "status", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    statuses = json.loads(done.stdout)
+    assert [s["name"] for s in statuses] == [
+        "docker-engine", "base-image", "registry", "ssh-staging", "ssh-production",
+        "nginx", "prefect-server", "prefect-worker",
+    ]  # fmt: skip
+    assert all(s["healthy"] for s in statuses), statuses
+
+
+def test_env_prints_prefect_settings():
+    """`sandbox env` prints exports that point Prefect at the sandbox server."""
+    done = deliver("sandbox", "env")
+    assert done.returncode == 0
+    assert 'export PREFECT_API_URL="http://127.0.0.1:4200/api"' in done.stdout
+    assert 'export PREFECT_SERVER_ANALYTICS_ENABLED="false"' in done.stdout
