@@ -12,7 +12,6 @@ from typing import Any
 from stock_api.dataset import PriceRow, load
 from stock_api.statistics import summarize
 
-
 DEV_VERSION = "0.0.0-dev"
 UNKNOWN_SHA = "unknown"
 
