@@ -25,6 +25,7 @@ def step(title: str) -> None:
 
 def main() -> int:
     config = sandbox.config_from_env()
+    config.prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.update(config.prefect_env())
     # Prefect reads its settings at import, so it is imported only after they are set.
     from prefect import Flow

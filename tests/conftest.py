@@ -20,6 +20,7 @@ from deliver.sandbox.state import SandboxState
 CONFIG = sandbox.config_from_env()
 # Before Prefect is imported anywhere: every Prefect client in the tests talks to the sandbox
 # server with the sandbox's private PREFECT_HOME, never the user's profile.
+CONFIG.prefect_home.mkdir(parents=True, exist_ok=True)
 os.environ.update(CONFIG.prefect_env())
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
