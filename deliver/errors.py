@@ -50,3 +50,93 @@ class ComponentFailed(SandboxError):
         self.component, self.detail, self.log_path = component, detail, log_path
         where = f" See its log: {log_path}" if log_path else ""
         super().__init__(f"{component} is not healthy: {detail}.{where}")
+
+
+class SpecError(DeliveryError):
+    """A pipeline spec is malformed."""
+
+    def __init__(self, *, source: str, field: str, problem: str) -> None:
+        self.source, self.field, self.problem = source, field, problem
+        super().__init__(f"{source}: {field}: {problem}")
+
+
+class PipelineError(DeliveryError):
+    """A CI pipeline step failed; the message names the step's cause."""
+
+
+class RepoNotFound(PipelineError):
+    def __init__(self, *, repo: str, detail: str) -> None:
+        self.repo, self.detail = repo, detail
+        super().__init__(f"Repository {repo!r} could not be read: {detail or 'no detail'}")
+
+
+class RefNotFound(PipelineError):
+    def __init__(self, *, repo: str, ref: str, branches: list[str]) -> None:
+        self.repo, self.ref = repo, ref
+        known = f" Branches: {', '.join(branches[:10])}." if branches else ""
+        super().__init__(f"No branch, tag or commit {ref!r} in {repo!r}.{known}")
+
+
+class ChecksFailed(PipelineError):
+    def __init__(self, *, failed: list[str], summary: str) -> None:
+        self.failed = failed
+        super().__init__(f"Check(s) failed: {', '.join(failed)}; nothing was built.\n{summary}")
+
+
+class CheckFailed(PipelineError):
+    """One check exited non-zero; carries its result."""
+
+    def __init__(self, *, name: str, exit_code: int, where: str, tail: str) -> None:
+        self.name, self.exit_code, self.where, self.tail = name, exit_code, where, tail
+        super().__init__(f"Check {name!r} exited {exit_code} in {where}. Last lines:\n{tail}")
+
+
+class EnvironmentFailed(PipelineError):
+    def __init__(self, *, app_dir: str, detail: str) -> None:
+        super().__init__(f"Could not prepare the app's environment for {app_dir}: {detail}")
+
+
+class BuildFailed(PipelineError):
+    def __init__(self, *, context: str, detail: str) -> None:
+        self.context, self.detail = context, detail
+        super().__init__(f"Image build in {context} failed: {detail}")
+
+
+class ContainerUnhealthy(PipelineError):
+    def __init__(self, *, image: str, url: str, detail: str, logs: str) -> None:
+        self.image, self.url, self.logs = image, url, logs
+        super().__init__(
+            f"Container of {image} never became healthy at {url}: {detail}. "
+            f"Container logs (last lines):\n{logs or '(none)'}"
+        )
+
+
+class RegistryError(PipelineError):
+    """The registry refused, failed or could not be reached."""
+
+
+class RegistryUnreachable(RegistryError):
+    def __init__(self, *, registry: str, detail: str) -> None:
+        self.registry = registry
+        super().__init__(f"Registry {registry} could not be reached: {detail}")
+
+
+class RegistryAuthFailed(RegistryError):
+    def __init__(self, *, registry: str, block: str) -> None:
+        self.registry, self.block = registry, block
+        super().__init__(
+            f"Registry {registry} refused the credentials from block {block!r}; "
+            "fix the username and password in that block."
+        )
+
+
+class PushFailed(RegistryError):
+    def __init__(self, *, reference: str, detail: str, transient: bool) -> None:
+        self.reference, self.detail, self.transient = reference, detail, transient
+        super().__init__(f"Push of {reference} failed: {detail}")
+
+
+class ScanFailed(PipelineError):
+    def __init__(self, *, image: str, reason: str) -> None:
+        self.image, self.reason = image, reason
+        super().__init__(f"Scan of {image} failed the policy: {reason}")

@@ -33,6 +33,7 @@ class SandboxConfig:
         default_factory=lambda: {Environment.STAGING: 2222, Environment.PRODUCTION: 2223}
     )
     nginx_port: int = 8080
+    advisory_port: int = 8090
     prefect_port: int = 4200
     slot_ports: Mapping[Environment, Mapping[Slot, int]] = dataclasses.field(
         default_factory=lambda: {
@@ -49,6 +50,11 @@ class SandboxConfig:
     @property
     def prefect_api_url(self) -> str:
         return f"http://{LOOPBACK}:{self.prefect_port}/api"
+
+    @property
+    def advisory_url(self) -> str:
+        """The OSV query endpoint of the sandbox's advisory mirror, as pip-audit's --osv-url."""
+        return f"http://{LOOPBACK}:{self.advisory_port}/v1/query"
 
     @property
     def prefect_home(self) -> Path:
@@ -72,7 +78,8 @@ class SandboxConfig:
         }
 
     def used_ports(self) -> list[int]:
-        ports = [self.registry_port, self.nginx_port, self.prefect_port, *self.ssh_ports.values()]
+        ports = [self.registry_port, self.nginx_port, self.prefect_port, self.advisory_port]
+        ports.extend(self.ssh_ports.values())
         for slots in self.slot_ports.values():
             ports.extend(slots.values())
         return ports

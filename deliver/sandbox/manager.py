@@ -10,11 +10,13 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 
 from deliver.errors import MissingSystemPackages, SandboxError
+from deliver.sandbox.advisories_mirror import AdvisoryMirror
 from deliver.sandbox.base_image import BaseImage
 from deliver.sandbox.component import Component, ComponentStatus, Context, SystemTool
 from deliver.sandbox.config import Environment, SandboxConfig
 from deliver.sandbox.docker_engine import DockerEngine
 from deliver.sandbox.nginx_front import NginxFront
+from deliver.sandbox.prefect_blocks import PrefectBlocks
 from deliver.sandbox.prefect_server import PrefectServer, PrefectWorker
 from deliver.sandbox.registry import Registry
 from deliver.sandbox.ssh_hosts import SshHost
@@ -30,8 +32,10 @@ def all_components() -> list[Component]:
         SshHost(Environment.STAGING),
         SshHost(Environment.PRODUCTION),
         NginxFront(),
+        AdvisoryMirror(),
         PrefectServer(),
         PrefectWorker(),
+        PrefectBlocks(),
     ]
 
 

@@ -1,0 +1,208 @@
+"""What the CI pipeline decides from values alone: ref names, tags, labels, cache keys, verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+
+from deliver.spec import SEVERITY_ORDER, CheckSpec, ScanPolicy
+
+SHORT_SHA = 7
+MAX_TAG = 128
+_HEX_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+class RefKind(enum.Enum):
+    BRANCH = "branch"
+    TAG = "tag"
+    COMMIT = "commit"
+
+
+def ref_name_problem(ref: str) -> str | None:
+    """None when `ref` is a valid git ref name (git check-ref-format rules), else why not."""
+    if not ref or ref == "@":
+        return "a ref must be a branch, tag or commit sha"
+    if ref.startswith(("-", "/")) or ref.endswith(("/", ".", ".lock")):
+        return "a ref cannot start with '-' or '/' or end with '/', '.' or '.lock'"
+    if ".." in ref or "//" in ref or "@{" in ref:
+        return "a ref cannot contain '..', '//' or '@{'"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c in " ~^:?*[\\" for c in ref):
+        return "a ref cannot contain spaces, control characters or any of ~^:?*[\\"
+    if any(part.startswith(".") for part in ref.split("/")):
+        return "no part of a ref can start with '.'"
+    return None
+
+
+def looks_like_sha(ref: str) -> bool:
+    return bool(_HEX_SHA.match(ref))
+
+
+def docker_tag(text: str) -> str:
+    """A registry tag from a branch or tag name: [A-Za-z0-9_.-], not starting with '.' or '-'."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).lstrip(".-")
+    return (cleaned or "ref")[:MAX_TAG]
+
+
+def version_from_tag(tag: str) -> str:
+    return tag[1:] if re.match(r"^v\d", tag) else tag
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedRef:
+    ref: str
+    kind: RefKind
+    sha: str
+    commit_time: str  # ISO 8601, from the commit, so rebuilds of one commit label alike
+
+    @property
+    def short_sha(self) -> str:
+        return self.sha[:SHORT_SHA]
+
+    @property
+    def version(self) -> str:
+        return version_from_tag(self.ref) if self.kind is RefKind.TAG else self.short_sha
+
+
+def image_tags(resolved: ResolvedRef, source_tag: str) -> list[str]:
+    """Short sha, branch or version, and the source-tree tag that lets a later run find it."""
+    tags = [resolved.short_sha]
+    if resolved.kind is RefKind.BRANCH:
+        tags.append(docker_tag(resolved.ref))
+    elif resolved.kind is RefKind.TAG:
+        tags.append(docker_tag(resolved.version))
+    tags.append(source_tag)
+    return list(dict.fromkeys(tags))
+
+
+def oci_labels(resolved: ResolvedRef, *, source: str, tree: str) -> dict[str, str]:
+    return {
+        "org.opencontainers.image.revision": resolved.sha,
+        "org.opencontainers.image.source": source,
+        "org.opencontainers.image.created": resolved.commit_time,
+        "org.opencontainers.image.version": resolved.version,
+        "dev.deliver.source-tree": tree,
+    }
+
+
+def source_tree_tag(*, tree: str, dockerfile: str, build_args: Mapping[str, str]) -> str:
+    """A tag naming what the image is built from: the context's git tree, Dockerfile, args."""
+    material = json.dumps([tree, dockerfile, sorted(build_args.items())])
+    return "src-" + hashlib.sha256(material.encode()).hexdigest()[:24]
+
+
+def check_cache_key(check: CheckSpec, *, files_digest: str, environment_digest: str) -> str:
+    """What a check's outcome depends on: its command, the files it reads, the tools' versions."""
+    material = json.dumps([check.name, check.run, check.inputs, files_digest, environment_digest])
+    return f"check-{check.name}-" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def expand_command(argv: Sequence[str], placeholders: Mapping[str, str]) -> list[str]:
+    """Fill `{name}` placeholders; an unknown one is an error naming the known ones."""
+    expanded = []
+    for arg in argv:
+        for name in re.findall(r"\{([a-z_]+)\}", arg):
+            if name not in placeholders:
+                known = ", ".join(f"{{{key}}}" for key in sorted(placeholders))
+                msg = f"unknown placeholder {{{name}}} in {arg!r}; known: {known}"
+                raise ValueError(msg)
+            arg = arg.replace(f"{{{name}}}", placeholders[name])
+        expanded.append(arg)
+    return expanded
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TestCounts:
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+
+
+def parse_junit(xml_text: str) -> TestCounts:
+    root = ET.fromstring(xml_text)  # noqa: S314 (pytest's own report)
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    total = failed = errors = skipped = 0
+    for suite in suites:
+        total += int(suite.get("tests", 0))
+        failed += int(suite.get("failures", 0))
+        errors += int(suite.get("errors", 0))
+        skipped += int(suite.get("skipped", 0))
+    passed = total - failed - errors - skipped
+    return TestCounts(passed=passed, failed=failed, errors=errors, skipped=skipped)
+
+
+def parse_coverage(json_text: str) -> float:
+    """Total line coverage in percent from coverage.py's JSON report."""
+    return float(json.loads(json_text)["totals"]["percent_covered"])
+
+
+def tail(lines: Sequence[str], count: int = 30) -> str:
+    return "\n".join(lines[-count:])
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    package: str
+    version: str
+    advisory: str
+    aliases: tuple[str, ...]
+    severity: str
+    fixed_in: tuple[str, ...]
+
+
+def severity_from_osv(record: Mapping[str, object]) -> str:
+    """Severity an OSV record states: GitHub's database_specific label, else 'unknown'."""
+    specific = record.get("database_specific")
+    if isinstance(specific, Mapping):
+        label = str(specific.get("severity", "")).lower()
+        label = {"moderate": "medium"}.get(label, label)
+        if label in SEVERITY_ORDER:
+            return label
+    return "unknown"
+
+
+def severity_counts(findings: Iterable[Finding]) -> dict[str, int]:
+    counts: dict[str, int] = dict.fromkeys(SEVERITY_ORDER, 0)
+    for finding in findings:
+        counts[finding.severity] = counts.get(finding.severity, 0) + 1
+    return counts
+
+
+def scan_verdict(
+    findings: Sequence[Finding], *, reachable: bool, policy: ScanPolicy
+) -> tuple[bool, str]:
+    """(passed, why): the spec's policy applied to the findings of one scan."""
+    if not reachable:
+        if policy.fail_when_unreachable:
+            return False, "the advisory service could not be reached, so nothing was audited"
+        return True, "the advisory service could not be reached (allowed by policy): NOT audited"
+    blocking = [f for f in findings if f.severity in policy.fail_on]
+    if blocking:
+        named = ", ".join(f"{f.package} {f.version} ({f.advisory}, {f.severity})" for f in blocking)
+        return False, f"{len(blocking)} finding(s) at a failing severity: {named}"
+    return True, f"{len(findings)} finding(s), none at {', '.join(policy.fail_on) or 'any'}"
+
+
+def parse_trivy(report: Mapping[str, object]) -> list[Finding]:
+    """Findings from trivy's JSON report (Results[].Vulnerabilities[])."""
+    findings = []
+    results = report.get("Results") or []
+    for result in results if isinstance(results, list) else []:
+        for vuln in result.get("Vulnerabilities") or []:
+            severity = str(vuln.get("Severity", "unknown")).lower()
+            findings.append(
+                Finding(
+                    package=str(vuln.get("PkgName", "?")),
+                    version=str(vuln.get("InstalledVersion", "?")),
+                    advisory=str(vuln.get("VulnerabilityID", "?")),
+                    aliases=(),
+                    severity=severity if severity in SEVERITY_ORDER else "unknown",
+                    fixed_in=tuple(v for v in [vuln.get("FixedVersion")] if v),
+                )
+            )
+    return findings

@@ -1,0 +1,36 @@
+"""The advisory mirror: an OSV-compatible service on loopback for scans on a closed network."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+
+from deliver.sandbox.component import Context, Daemon
+
+ADVISORY_DATA = Path(__file__).parent / "advisories"
+
+
+class AdvisoryMirror(Daemon):
+    name = "advisories"
+
+    def address(self, ctx: Context) -> str:
+        return ctx.config.advisory_url
+
+    def port(self, ctx: Context) -> int:
+        return ctx.config.advisory_port
+
+    def argv(self, ctx: Context) -> list[str]:
+        return [
+            sys.executable, "-m", "deliver.advisory_mirror",
+            "--port", str(ctx.config.advisory_port), "--data", str(ADVISORY_DATA),
+        ]  # fmt: skip
+
+    def probe(self, ctx: Context) -> str | None:
+        url = f"http://127.0.0.1:{ctx.config.advisory_port}/health"
+        try:
+            response = httpx.get(url, timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"GET {url} failed: {exc}"
+        return None if response.status_code == 200 else f"GET {url} answered {response.status_code}"

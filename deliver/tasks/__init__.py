@@ -1,0 +1,1 @@
+"""Prefect tasks, one external system per module."""

@@ -1,0 +1,145 @@
+"""Docker engine: build an image from a context, and test a container of it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from prefect import get_run_logger, task
+from prefect.context import TaskRunContext
+
+from deliver.errors import BuildFailed, ContainerUnhealthy
+from deliver.spec import ContainerSpec
+from deliver.tasks.http import wait_for_health
+
+CI_LABEL = "dev.deliver.ci"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BuiltImage:
+    image_id: str
+    repository: str
+    tags: tuple[str, ...]
+    duration_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerTest:
+    image_id: str
+    healthy: bool
+    status_code: int | None
+    attempts: int
+    elapsed_s: float
+
+
+@contextlib.contextmanager
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env(timeout=300)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@task(name="build_image", task_run_name="build-{repository}")
+def build_image(
+    context_dir: Path,
+    dockerfile: str,
+    repository: str,
+    tags: list[str],
+    build_args: Mapping[str, str],
+    labels: Mapping[str, str],
+) -> BuiltImage:
+    """Build with the docker SDK, streaming the build log; an in-band error fails with its step."""
+    logger = get_run_logger()
+    if not (context_dir / dockerfile).is_file():
+        raise BuildFailed(context=str(context_dir), detail=f"no {dockerfile} in the build context")
+    started = time.monotonic()
+    lines: list[str] = []
+    image_id = None
+    with docker_client() as client:
+        stream = client.api.build(
+            path=str(context_dir),
+            dockerfile=dockerfile,
+            tag=f"{repository}:{tags[0]}",
+            buildargs=dict(build_args),
+            labels=dict(labels),
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "stream" in chunk:
+                for line in str(chunk["stream"]).splitlines():
+                    if line.strip():
+                        lines.append(line)
+                        logger.info("build | %s", line)
+            if "error" in chunk:
+                step_output = "\n".join(lines[-15:])
+                error = str(chunk["error"]).strip()
+                detail = f"{error}\nOutput of the failing step:\n{step_output}"
+                raise BuildFailed(context=str(context_dir), detail=detail)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                image_id = str(aux["ID"])
+        if image_id is None:
+            image_id = str(client.images.get(f"{repository}:{tags[0]}").id)
+        for tag in tags[1:]:
+            client.api.tag(image_id, repository, tag)
+    return BuiltImage(
+        image_id=image_id,
+        repository=repository,
+        tags=tuple(tags),
+        duration_s=round(time.monotonic() - started, 3),
+    )
+
+
+def _container_test_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    spec: ContainerSpec = parameters["container"]
+    return f"container-test-{parameters['image_id']}-{spec.port}-{spec.health_path}"
+
+
+@task(
+    name="test_container",
+    cache_key_fn=_container_test_key,
+    persist_result=True,
+)
+def test_container(image_id: str, container: ContainerSpec, run_label: str) -> ContainerTest:
+    """Start the image, probe its health endpoint, keep its logs on failure, always remove it."""
+    logger = get_run_logger()
+    # A host port of None asks the engine for a free one; the stubs don't know that form.
+    ports: dict[str, Any] = {f"{container.port}/tcp": ("127.0.0.1", None)}
+    with docker_client() as client:
+        running = client.containers.run(
+            image_id, detach=True, labels={CI_LABEL: run_label}, ports=ports
+        )
+        try:
+            running.reload()
+            bindings = running.ports.get(f"{container.port}/tcp") or []
+            if not bindings:
+                detail = f"port {container.port} was not published"
+                raise ContainerUnhealthy(image=image_id, url="-", detail=detail, logs="")
+            host_port = bindings[0]["HostPort"]
+            url = f"http://127.0.0.1:{host_port}{container.health_path}"
+            logger.info("Probing %s (deadline %.0f s)", url, container.health_timeout_s)
+            health = wait_for_health(url, deadline_s=container.health_timeout_s)
+            if not health.healthy:
+                logs = running.logs(tail=30).decode(errors="replace")
+                raise ContainerUnhealthy(image=image_id, url=url, detail=health.detail, logs=logs)
+            logger.info("Healthy after %d attempt(s), %.2f s", health.attempts, health.elapsed_s)
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                running.remove(force=True)
+    return ContainerTest(
+        image_id=image_id,
+        healthy=True,
+        status_code=health.status_code,
+        attempts=health.attempts,
+        elapsed_s=round(health.elapsed_s, 3),
+    )

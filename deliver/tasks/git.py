@@ -1,0 +1,91 @@
+"""Git: check out one ref of a repository into an isolated work dir, and name its trees."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+from prefect import task
+
+from deliver.errors import RefNotFound, RepoNotFound
+from deliver.planning.ci import RefKind, ResolvedRef, looks_like_sha
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Checkout:
+    repo: str
+    workdir: Path
+    resolved: ResolvedRef
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _GitResult:
+    ok: bool
+    lines: list[str]
+    error: str
+
+
+def _git(*args: str, cwd: Path | None = None) -> _GitResult:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
+    )
+    error = "\n".join(done.stderr.strip().splitlines()[-3:])
+    return _GitResult(done.returncode == 0, done.stdout.splitlines(), error)
+
+
+def _remote_refs(repo: str) -> dict[str, str]:
+    listed = _git("ls-remote", "--heads", "--tags", repo)
+    if not listed.ok:
+        raise RepoNotFound(repo=repo, detail=listed.error)
+    refs = {}
+    for line in listed.lines:
+        sha, _, name = line.partition("\t")
+        refs[name] = sha
+    return refs
+
+
+def classify_ref(repo: str, ref: str) -> tuple[RefKind, str]:
+    """(kind, refspec to fetch) for `ref` in `repo`; a branch wins over a tag of the same name."""
+    refs = _remote_refs(repo)
+    if f"refs/heads/{ref}" in refs:
+        return RefKind.BRANCH, f"refs/heads/{ref}"
+    if f"refs/tags/{ref}" in refs:
+        return RefKind.TAG, f"refs/tags/{ref}"
+    if looks_like_sha(ref):
+        return RefKind.COMMIT, ref
+    branches = sorted(n.removeprefix("refs/heads/") for n in refs if n.startswith("refs/heads/"))
+    raise RefNotFound(repo=repo, ref=ref, branches=branches)
+
+
+@task(name="check_out", task_run_name="check-out-{ref}")
+def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
+    """Fetch only `ref` into a fresh repository at `workdir` and check it out."""
+    kind, refspec = classify_ref(repo, ref)
+    workdir.mkdir(parents=True, exist_ok=False)
+    _git("init", "-q", str(workdir))
+    if kind is RefKind.COMMIT:
+        fetched = _git("fetch", "-q", repo, "+refs/heads/*:refs/remotes/origin/*", cwd=workdir)
+        target = ref
+    else:
+        fetched = _git("fetch", "-q", "--depth", "1", repo, refspec, cwd=workdir)
+        target = "FETCH_HEAD"
+    if not fetched.ok:
+        raise RepoNotFound(repo=repo, detail=fetched.error)
+    switched = _git("-c", "advice.detachedHead=false", "checkout", "-q", target, cwd=workdir)
+    if not switched.ok:
+        raise RefNotFound(repo=repo, ref=ref, branches=[])
+    sha = _git("rev-parse", "HEAD", cwd=workdir).lines[0]
+    commit_time = _git("show", "-s", "--format=%cI", "HEAD", cwd=workdir).lines[0]
+    resolved = ResolvedRef(ref=ref, kind=kind, sha=sha, commit_time=commit_time)
+    return Checkout(repo=repo, workdir=workdir, resolved=resolved)
+
+
+def tree_id(checkout: Checkout, path: Path) -> str:
+    """The git tree object id of `path` (relative to the checkout) at the checked-out commit."""
+    relative = path.resolve().relative_to(checkout.workdir.resolve()).as_posix()
+    spec = "HEAD:" if relative == "." else f"HEAD:{relative}"
+    found = _git("rev-parse", spec, cwd=checkout.workdir)
+    if not found.ok:
+        raise RepoNotFound(repo=checkout.repo, detail=f"{relative} is not in the commit")
+    return found.lines[0]

@@ -1,0 +1,244 @@
+"""`ci-pipeline`: check out, run the checks in parallel, build, test the container, scan, push.
+
+Its output, an image in the registry by digest with its evidence, is what `release` ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import wait
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deliver.errors import CheckFailed, ChecksFailed
+from deliver.planning.ci import (
+    TestCounts,
+    image_tags,
+    oci_labels,
+    ref_name_problem,
+    source_tree_tag,
+)
+from deliver.spec import PipelineSpec, load_spec
+from deliver.tasks.app_environment import prepare_app_environment
+from deliver.tasks.checks import CheckResult, run_check
+from deliver.tasks.docker_image import build_image, test_container
+from deliver.tasks.git import check_out, tree_id
+from deliver.tasks.registry import find_image, load_credentials, push_image, tag_image
+from deliver.tasks.scan import ScanReport, scan_image
+
+PUBLIC_OSV = "https://api.osv.dev/v1/query"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "deliver"
+
+
+class CiParameters(BaseModel):
+    """What to build: a repository at a ref, with the pipeline its spec declares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(min_length=1, description="Git URL or local path of the application repo.")
+    ref: str = Field(default="main", description="Branch, tag or commit sha to build.")
+    spec_path: str = Field(
+        default="deliver.yaml",
+        description="Pipeline spec inside the repo; the application is the folder it is in.",
+    )
+    registry_block: str = Field(
+        default="sandbox-registry",
+        description="Name of the DockerRegistryCredentials block to look up and push with.",
+    )
+    advisory_url: str = Field(
+        default=PUBLIC_OSV, description="OSV query endpoint for vulnerability advisories."
+    )
+    build_args: dict[str, str] = Field(
+        default_factory=dict,
+        description="Build args added to the spec's (never secrets), e.g. BASE_IMAGE.",
+    )
+    cache_dir: str | None = Field(
+        default=None, description="Where app environments and work dirs live; ~/.cache/deliver."
+    )
+
+    @field_validator("ref")
+    @classmethod
+    def _valid_ref(cls, value: str) -> str:
+        problem = ref_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("spec_path")
+    @classmethod
+    def _inside_repo(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError("a path inside the repository, without '..'")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CheckOutcome:
+    name: str
+    status: str  # passed, failed or cached
+    duration_s: float
+    exit_code: int
+    tests: TestCounts | None = None
+    coverage: float | None = None
+    tail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CiResult:
+    service: str
+    image: str  # repository@sha256:..., what a release deploys
+    digest: str
+    image_id: str
+    sha: str
+    ref: str
+    version: str
+    tags: tuple[str, ...]
+    built: bool  # False when the registry already held this source tree
+    checks: tuple[CheckOutcome, ...]
+    scan: ScanReport
+
+
+@task(name="read_spec")
+def read_spec(path: Path) -> PipelineSpec:
+    return load_spec(path)
+
+
+def _outcome(name: str, state: Any) -> CheckOutcome:
+    if state.is_completed():
+        result: CheckResult = state.result()
+        status = "cached" if state.name == "Cached" else "passed"
+        return CheckOutcome(
+            name=name, status=status, duration_s=result.duration_s, exit_code=result.exit_code,
+            tests=result.tests, coverage=result.coverage,
+        )  # fmt: skip
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, CheckFailed):
+        return CheckOutcome(
+            name=name, status="failed", duration_s=0.0, exit_code=error.exit_code, tail=error.tail
+        )
+    return CheckOutcome(name=name, status="failed", duration_s=0.0, exit_code=-1, tail=str(error))
+
+
+def run_checks(
+    spec: PipelineSpec, app_dir: Path, environment: Any, placeholders: dict[str, str], cache: Path
+) -> list[CheckOutcome]:
+    """Every check at once; all outcomes are collected before any failure is raised."""
+    futures = {
+        check.name: run_check.with_options(retries=check.retries, retry_delay_seconds=2).submit(
+            check, app_dir, environment, placeholders, cache
+        )
+        for check in spec.checks
+    }
+    wait(list(futures.values()))
+    outcomes = [_outcome(name, future.state) for name, future in futures.items()]
+    _publish_checks(spec.service, outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        summary = "\n".join(f"- {o.name}: exit {o.exit_code}\n{o.tail[-1500:]}" for o in failed)
+        raise ChecksFailed(failed=[o.name for o in failed], summary=summary)
+    return outcomes
+
+
+def _publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
+    rows = []
+    for o in outcomes:
+        tests = f"{o.tests.passed} passed, {o.tests.failed} failed" if o.tests else ""
+        coverage = f"{o.coverage:.1f}%" if o.coverage is not None else ""
+        rows.append({"check": o.name, "status": o.status, "duration_s": o.duration_s,
+                     "tests": tests, "coverage": coverage})  # fmt: skip
+    create_table_artifact(key=f"ci-checks-{service}", table=rows, description="CI checks")
+
+
+def _publish_result(result: CiResult) -> None:
+    checks = ", ".join(f"{c.name} {c.status}" for c in result.checks)
+    built = "yes" if result.built else "no, the registry already held this source tree"
+    create_markdown_artifact(
+        key=f"ci-{result.service}",
+        markdown=(
+            f"# CI of {result.service} {result.version}\n\n"
+            f"- image: `{result.image}`\n- commit: `{result.sha}` ({result.ref})\n"
+            f"- tags: {', '.join(result.tags)}\n"
+            f"- built: {built}\n"
+            f"- checks: {checks}\n- scan: {result.scan.verdict}\n"
+        ),
+        description=f"{result.service} {result.version}: {result.image}",
+    )
+
+
+@flow(name="ci-pipeline", log_prints=True)
+def ci_pipeline(parameters: CiParameters) -> CiResult:
+    """Check out `parameters.ref`, check, build, test, scan and push; return the image by digest."""
+    logger = get_run_logger()
+    cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
+    workdir = cache / "work" / str(flow_run.get_id() or "local")
+    try:
+        checkout = check_out(parameters.repo, parameters.ref, workdir / "src")
+        spec_file = checkout.workdir / parameters.spec_path
+        spec = read_spec(spec_file)
+        app_dir = spec_file.parent
+        environment = prepare_app_environment(app_dir, spec.environment, cache)
+        placeholders = {
+            "advisory_url": parameters.advisory_url,
+            "requirements": str(environment.runtime_requirements),
+        }
+        checks = run_checks(spec, app_dir, environment, placeholders, cache)
+
+        context_dir = (app_dir / spec.image.context).resolve()
+        build_args = {**spec.image.build_args, **parameters.build_args}
+        source_tag = source_tree_tag(
+            tree=tree_id(checkout, context_dir),
+            dockerfile=spec.image.dockerfile,
+            build_args=build_args,
+        )
+        tags = image_tags(checkout.resolved, source_tag)
+        existing = find_image(parameters.registry_block, spec.image.name, source_tag)
+        if existing is None:
+            registry = load_credentials(parameters.registry_block).registry_url
+            repository = f"{registry.split('://')[-1]}/{spec.image.name}"
+            labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
+            built = build_image(
+                context_dir, spec.image.dockerfile, repository, tags, build_args, labels
+            )
+            image_id = built.image_id
+        else:
+            logger.info("Source tree unchanged since %s: no build, no push", existing.reference)
+            image_id = existing.image_id
+
+        run_label = str(flow_run.get_id() or "local")
+        health = test_container.submit(image_id, spec.container, run_label)
+        scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
+        health.wait()
+        scan.wait()
+        health.result()
+        report = scan.result()
+
+        if existing is None:
+            pushed = push_image(parameters.registry_block, spec.image.name, tags)
+        else:
+            tag_image(parameters.registry_block, spec.image.name, existing.digest, tags)
+            pushed = existing
+        result = CiResult(
+            service=spec.service,
+            image=pushed.reference,
+            digest=pushed.digest,
+            image_id=image_id,
+            sha=checkout.resolved.sha,
+            ref=parameters.ref,
+            version=checkout.resolved.version,
+            tags=tuple(tags),
+            built=existing is None,
+            checks=tuple(checks),
+            scan=report,
+        )
+        _publish_result(result)
+        logger.info("CI of %s %s: %s", spec.service, result.version, result.image)
+        return result
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
