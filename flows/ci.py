@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,8 +27,8 @@ from deliver.planning.ci import (
 from deliver.spec import PipelineSpec, load_spec
 from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
-from deliver.tasks.docker_image import build_image, test_container
-from deliver.tasks.git import check_out, tree_id
+from deliver.tasks.docker_image import build_image, context_digest, test_container
+from deliver.tasks.git import check_out
 from deliver.tasks.registry import find_image, load_credentials, push_image, tag_image
 from deliver.tasks.scan import ScanReport, scan_image
 
@@ -110,20 +110,19 @@ def read_spec(path: Path) -> PipelineSpec:
     return load_spec(path)
 
 
-def _outcome(name: str, state: Any) -> CheckOutcome:
-    if state.is_completed():
-        result: CheckResult = state.result()
-        status = "cached" if state.name == "Cached" else "passed"
+def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
+    value = future.result(raise_on_failure=False)
+    if isinstance(value, CheckResult):
+        status = "cached" if future.state.name == "Cached" else "passed"
         return CheckOutcome(
-            name=name, status=status, duration_s=result.duration_s, exit_code=result.exit_code,
-            tests=result.tests, coverage=result.coverage,
+            name=name, status=status, duration_s=value.duration_s, exit_code=value.exit_code,
+            tests=value.tests, coverage=value.coverage,
         )  # fmt: skip
-    error = state.result(raise_on_failure=False)
-    if isinstance(error, CheckFailed):
+    if isinstance(value, CheckFailed):
         return CheckOutcome(
-            name=name, status="failed", duration_s=0.0, exit_code=error.exit_code, tail=error.tail
+            name=name, status="failed", duration_s=0.0, exit_code=value.exit_code, tail=value.tail
         )
-    return CheckOutcome(name=name, status="failed", duration_s=0.0, exit_code=-1, tail=str(error))
+    return CheckOutcome(name=name, status="failed", duration_s=0.0, exit_code=-1, tail=str(value))
 
 
 def run_checks(
@@ -137,7 +136,7 @@ def run_checks(
         for check in spec.checks
     }
     wait(list(futures.values()))
-    outcomes = [_outcome(name, future.state) for name, future in futures.items()]
+    outcomes = [_outcome(name, future) for name, future in futures.items()]
     _publish_checks(spec.service, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
@@ -173,7 +172,7 @@ def _publish_result(result: CiResult) -> None:
 
 
 @flow(name="ci-pipeline", log_prints=True)
-def ci_pipeline(parameters: CiParameters) -> CiResult:
+async def ci_pipeline(parameters: CiParameters) -> CiResult:
     """Check out `parameters.ref`, check, build, test, scan and push; return the image by digest."""
     logger = get_run_logger()
     cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
@@ -193,7 +192,7 @@ def ci_pipeline(parameters: CiParameters) -> CiResult:
         context_dir = (app_dir / spec.image.context).resolve()
         build_args = {**spec.image.build_args, **parameters.build_args}
         source_tag = source_tree_tag(
-            tree=tree_id(checkout, context_dir),
+            tree=context_digest(context_dir, spec.image.dockerfile),
             dockerfile=spec.image.dockerfile,
             build_args=build_args,
         )

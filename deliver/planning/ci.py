@@ -90,7 +90,7 @@ def oci_labels(resolved: ResolvedRef, *, source: str, tree: str) -> dict[str, st
 
 
 def source_tree_tag(*, tree: str, dockerfile: str, build_args: Mapping[str, str]) -> str:
-    """A tag naming what the image is built from: the context's git tree, Dockerfile, args."""
+    """A tag naming what the image is built from: the context's digest, Dockerfile, build args."""
     material = json.dumps([tree, dockerfile, sorted(build_args.items())])
     return "src-" + hashlib.sha256(material.encode()).hexdigest()[:24]
 

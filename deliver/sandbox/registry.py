@@ -33,7 +33,10 @@ class Registry(Daemon):
     def prepare(self, ctx: Context) -> None:
         folder = ctx.dir(self.name)
         username, password = self.credentials(ctx)
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        # The registry checks the bcrypt hash on every authenticated request. Key stretching
+        # guards guessable passwords; this one is 192 random bits, so a low cost loses nothing
+        # and saves ~60 ms per request.
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
         htpasswd = folder / "htpasswd"
         htpasswd.write_text(f"{username}:{hashed}\n")
         htpasswd.chmod(0o600)

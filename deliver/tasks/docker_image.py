@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from docker.utils.build import exclude_paths
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
@@ -36,6 +38,22 @@ class ContainerTest:
     status_code: int | None
     attempts: int
     elapsed_s: float
+
+
+def context_digest(context_dir: Path, dockerfile: str) -> str:
+    """sha256 over exactly what a build sends: files not excluded by .dockerignore, and modes."""
+    ignore = context_dir / ".dockerignore"
+    patterns = []
+    if ignore.is_file():
+        lines = (line.strip() for line in ignore.read_text().splitlines())
+        patterns = [line for line in lines if line and not line.startswith("#")]
+    digest = hashlib.sha256()
+    for relative in sorted(exclude_paths(str(context_dir), patterns, dockerfile=dockerfile)):
+        path = context_dir / relative
+        if path.is_file():
+            executable = b"x" if path.stat().st_mode & 0o111 else b"-"
+            digest.update(relative.encode() + b"\0" + executable + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

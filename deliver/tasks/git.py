@@ -79,13 +79,3 @@ def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
     commit_time = _git("show", "-s", "--format=%cI", "HEAD", cwd=workdir).lines[0]
     resolved = ResolvedRef(ref=ref, kind=kind, sha=sha, commit_time=commit_time)
     return Checkout(repo=repo, workdir=workdir, resolved=resolved)
-
-
-def tree_id(checkout: Checkout, path: Path) -> str:
-    """The git tree object id of `path` (relative to the checkout) at the checked-out commit."""
-    relative = path.resolve().relative_to(checkout.workdir.resolve()).as_posix()
-    spec = "HEAD:" if relative == "." else f"HEAD:{relative}"
-    found = _git("rev-parse", spec, cwd=checkout.workdir)
-    if not found.ok:
-        raise RepoNotFound(repo=checkout.repo, detail=f"{relative} is not in the commit")
-    return found.lines[0]

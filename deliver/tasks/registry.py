@@ -73,7 +73,13 @@ def _as_image(
     )
 
 
-@task(name="find_image", task_run_name="find-{name}:{tag}")
+@task(
+    name="find_image",
+    task_run_name="find-{name}:{tag}",
+    retries=1,
+    retry_delay_seconds=1,
+    retry_condition_fn=lambda task, run, state: _retry_if_transient(task, run, state),
+)
 def find_image(block_name: str, name: str, tag: str) -> RegistryImage | None:
     """The image the registry holds under `tag`, or None."""
     credentials = load_credentials(block_name)
