@@ -29,7 +29,7 @@ from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
 from deliver.tasks.git import check_out
-from deliver.tasks.registry import find_image, load_credentials, push_image, tag_image
+from deliver.tasks.registry import find_image, push_image, tag_image
 from deliver.tasks.scan import ScanReport, scan_image
 
 PUBLIC_OSV = "https://api.osv.dev/v1/query"
@@ -137,7 +137,7 @@ def run_checks(
     }
     wait(list(futures.values()))
     outcomes = [_outcome(name, future) for name, future in futures.items()]
-    _publish_checks(spec.service, outcomes)
+    publish_checks(spec.service, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         summary = "\n".join(f"- {o.name}: exit {o.exit_code}\n{o.tail[-1500:]}" for o in failed)
@@ -145,7 +145,8 @@ def run_checks(
     return outcomes
 
 
-def _publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
+@task(name="publish_checks")
+def publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
     rows = []
     for o in outcomes:
         tests = f"{o.tests.passed} passed, {o.tests.failed} failed" if o.tests else ""
@@ -155,7 +156,8 @@ def _publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
     create_table_artifact(key=f"ci-checks-{service}", table=rows, description="CI checks")
 
 
-def _publish_result(result: CiResult) -> None:
+@task(name="publish_result")
+def publish_result(result: CiResult) -> None:
     checks = ", ".join(f"{c.name} {c.status}" for c in result.checks)
     built = "yes" if result.built else "no, the registry already held this source tree"
     create_markdown_artifact(
@@ -182,13 +184,7 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
         spec_file = checkout.workdir / parameters.spec_path
         spec = read_spec(spec_file)
         app_dir = spec_file.parent
-        environment = prepare_app_environment(app_dir, spec.environment, cache)
-        placeholders = {
-            "advisory_url": parameters.advisory_url,
-            "requirements": str(environment.runtime_requirements),
-        }
-        checks = run_checks(spec, app_dir, environment, placeholders, cache)
-
+        # The image's identity is fixed by the commit, before checks write anything in the tree.
         context_dir = (app_dir / spec.image.context).resolve()
         build_args = {**spec.image.build_args, **parameters.build_args}
         source_tag = source_tree_tag(
@@ -196,11 +192,18 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
             dockerfile=spec.image.dockerfile,
             build_args=build_args,
         )
+        environment = prepare_app_environment(app_dir, spec.environment, cache)
+        placeholders = {
+            "advisory_url": parameters.advisory_url,
+            "requirements": str(environment.runtime_requirements),
+        }
+        checks = run_checks(spec, app_dir, environment, placeholders, cache)
+
         tags = image_tags(checkout.resolved, source_tag)
-        existing = find_image(parameters.registry_block, spec.image.name, source_tag)
+        lookup = find_image(parameters.registry_block, spec.image.name, source_tag)
+        existing = lookup.existing
         if existing is None:
-            registry = load_credentials(parameters.registry_block).registry_url
-            repository = f"{registry.split('://')[-1]}/{spec.image.name}"
+            repository = lookup.repository
             labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
             built = build_image(
                 context_dir, spec.image.dockerfile, repository, tags, build_args, labels
@@ -236,7 +239,7 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
             checks=tuple(checks),
             scan=report,
         )
-        _publish_result(result)
+        publish_result(result)
         logger.info("CI of %s %s: %s", spec.service, result.version, result.image)
         return result
     finally:

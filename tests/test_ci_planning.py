@@ -90,6 +90,10 @@ def test_check_cache_key_depends_on_files_command_and_tools():
     assert base == check_cache_key(check, files_digest="f", environment_digest="e")
     assert base != check_cache_key(check, files_digest="g", environment_digest="e")
     assert base != check_cache_key(check, files_digest="f", environment_digest="x")
+    advised = check_cache_key(
+        check, files_digest="f", environment_digest="e", placeholders={"advisory_url": "u"}
+    )
+    assert base != advised
     other = CheckSpec(name="lint", run=["ruff", "check", "--fix", "."])
     assert base != check_cache_key(other, files_digest="f", environment_digest="e")
 

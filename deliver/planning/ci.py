@@ -95,9 +95,18 @@ def source_tree_tag(*, tree: str, dockerfile: str, build_args: Mapping[str, str]
     return "src-" + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
-def check_cache_key(check: CheckSpec, *, files_digest: str, environment_digest: str) -> str:
+def check_cache_key(
+    check: CheckSpec,
+    *,
+    files_digest: str,
+    environment_digest: str,
+    placeholders: Mapping[str, str] | None = None,
+) -> str:
     """What a check's outcome depends on: its command, the files it reads, the tools' versions."""
-    material = json.dumps([check.name, check.run, check.inputs, files_digest, environment_digest])
+    filled = sorted((placeholders or {}).items())
+    material = json.dumps(
+        [check.name, check.run, check.inputs, files_digest, environment_digest, filled]
+    )
     return f"check-{check.name}-" + hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -56,6 +56,7 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         check,
         files_digest=files_digest(parameters["app_dir"], check.inputs),
         environment_digest=environment.frozen_digest,
+        placeholders=parameters["placeholders"],
     )
 
 
@@ -108,7 +109,7 @@ def run_check(
         exit_code=result.exit_code,
         duration_s=round(result.duration_s, 3),
         command=" ".join(check.run),
-        tail=result.tail_text(),
+        tail=result.tail_text(30),
         tests=parse_junit(junit.read_text()) if junit.exists() else None,
         coverage=round(parse_coverage(coverage.read_text()), 2) if coverage.exists() else None,
     )

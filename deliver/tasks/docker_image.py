@@ -41,7 +41,7 @@ class ContainerTest:
 
 
 def context_digest(context_dir: Path, dockerfile: str) -> str:
-    """sha256 over exactly what a build sends: files not excluded by .dockerignore, and modes."""
+    """sha256 over what a build sends (files outside .dockerignore, with modes), less .git."""
     ignore = context_dir / ".dockerignore"
     patterns = []
     if ignore.is_file():
@@ -50,7 +50,7 @@ def context_digest(context_dir: Path, dockerfile: str) -> str:
     digest = hashlib.sha256()
     for relative in sorted(exclude_paths(str(context_dir), patterns, dockerfile=dockerfile)):
         path = context_dir / relative
-        if path.is_file():
+        if path.is_file() and relative.split("/", 1)[0] != ".git":
             executable = b"x" if path.stat().st_mode & 0o111 else b"-"
             digest.update(relative.encode() + b"\0" + executable + path.read_bytes() + b"\0")
     return digest.hexdigest()

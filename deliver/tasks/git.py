@@ -58,7 +58,7 @@ def classify_ref(repo: str, ref: str) -> tuple[RefKind, str]:
     raise RefNotFound(repo=repo, ref=ref, branches=branches)
 
 
-@task(name="check_out", task_run_name="check-out-{ref}")
+@task(name="check_out", task_run_name="checkout-{ref}")
 def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
     """Fetch only `ref` into a fresh repository at `workdir` and check it out."""
     kind, refspec = classify_ref(repo, ref)

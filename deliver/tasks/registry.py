@@ -22,6 +22,12 @@ from deliver.tasks.docker_image import docker_client
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryLookup:
+    repository: str  # host:port/name, where this image is pushed
+    existing: RegistryImage | None  # what the registry already holds under the tag asked for
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RegistryImage:
     repository: str  # host:port/name
     digest: str  # manifest digest: what is pulled and deployed
@@ -80,15 +86,16 @@ def _as_image(
     retry_delay_seconds=1,
     retry_condition_fn=lambda task, run, state: _retry_if_transient(task, run, state),
 )
-def find_image(block_name: str, name: str, tag: str) -> RegistryImage | None:
-    """The image the registry holds under `tag`, or None."""
+def find_image(block_name: str, name: str, tag: str) -> RegistryLookup:
+    """Where `name` is pushed, and the image the registry already holds under `tag`, if any."""
     credentials = load_credentials(block_name)
+    repository = f"{registry_host(credentials.registry_url)}/{name}"
     response = _manifest(credentials, block_name, name, tag)
     if response is None:
-        return None
+        return RegistryLookup(repository=repository, existing=None)
     image = _as_image(credentials, name, response)
     get_run_logger().info("Registry holds %s:%s at %s", image.repository, tag, image.digest)
-    return image
+    return RegistryLookup(repository=repository, existing=image)
 
 
 def _retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
