@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import SyncClientContext
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -127,8 +128,11 @@ def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
 
 def run_checks(
     spec: PipelineSpec, app_dir: Path, environment: Any, placeholders: dict[str, str], cache: Path
-) -> list[CheckOutcome]:
-    """Every check at once; all outcomes are collected before any failure is raised."""
+) -> tuple[list[CheckOutcome], PrefectFuture[None]]:
+    """Every check at once; all outcomes are collected before any failure is raised.
+
+    Returns the outcomes and the (still running) publication of their table artifact.
+    """
     futures = {
         check.name: run_check.with_options(retries=check.retries, retry_delay_seconds=2).submit(
             check, app_dir, environment, placeholders, cache
@@ -137,12 +141,13 @@ def run_checks(
     }
     wait(list(futures.values()))
     outcomes = [_outcome(name, future) for name, future in futures.items()]
-    publish_checks(spec.service, outcomes)
+    published = publish_checks.submit(spec.service, outcomes)  # overlaps with what comes next
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
+        published.wait()
         summary = "\n".join(f"- {o.name}: exit {o.exit_code}\n{o.tail[-1500:]}" for o in failed)
         raise ChecksFailed(failed=[o.name for o in failed], summary=summary)
-    return outcomes
+    return outcomes, published
 
 
 @task(name="publish_checks")
@@ -179,68 +184,75 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
     logger = get_run_logger()
     cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
     workdir = cache / "work" / str(flow_run.get_id() or "local")
-    try:
-        checkout = check_out(parameters.repo, parameters.ref, workdir / "src")
-        spec_file = checkout.workdir / parameters.spec_path
-        spec = read_spec(spec_file)
-        app_dir = spec_file.parent
-        # The image's identity is fixed by the commit, before checks write anything in the tree.
-        context_dir = (app_dir / spec.image.context).resolve()
-        build_args = {**spec.image.build_args, **parameters.build_args}
-        source_tag = source_tree_tag(
-            tree=context_digest(context_dir, spec.image.dockerfile),
-            dockerfile=spec.image.dockerfile,
-            build_args=build_args,
+    # One API client for every task: without it each sync task builds its own (~20 ms apiece).
+    with SyncClientContext.get_or_create():
+        try:
+            return _pipeline(parameters, cache, workdir, logger)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pipeline(parameters: CiParameters, cache: Path, workdir: Path, logger: Any) -> CiResult:
+    checkout = check_out(parameters.repo, parameters.ref, workdir / "src")
+    spec_file = checkout.workdir / parameters.spec_path
+    spec = read_spec(spec_file)
+    app_dir = spec_file.parent
+    # The image's identity is fixed by the commit, before checks write anything in the tree.
+    context_dir = (app_dir / spec.image.context).resolve()
+    build_args = {**spec.image.build_args, **parameters.build_args}
+    source_tag = source_tree_tag(
+        tree=context_digest(context_dir, spec.image.dockerfile),
+        dockerfile=spec.image.dockerfile,
+        build_args=build_args,
+    )
+    environment = prepare_app_environment(app_dir, spec.environment, cache)
+    placeholders = {
+        "advisory_url": parameters.advisory_url,
+        "requirements": str(environment.runtime_requirements),
+    }
+    checks, checks_published = run_checks(spec, app_dir, environment, placeholders, cache)
+
+    tags = image_tags(checkout.resolved, source_tag)
+    lookup = find_image(parameters.registry_block, spec.image.name, source_tag)
+    existing = lookup.existing
+    if existing is None:
+        repository = lookup.repository
+        labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
+        built = build_image(
+            context_dir, spec.image.dockerfile, repository, tags, build_args, labels
         )
-        environment = prepare_app_environment(app_dir, spec.environment, cache)
-        placeholders = {
-            "advisory_url": parameters.advisory_url,
-            "requirements": str(environment.runtime_requirements),
-        }
-        checks = run_checks(spec, app_dir, environment, placeholders, cache)
+        image_id = built.image_id
+    else:
+        logger.info("Source tree unchanged since %s: no build, no push", existing.reference)
+        image_id = existing.image_id
 
-        tags = image_tags(checkout.resolved, source_tag)
-        lookup = find_image(parameters.registry_block, spec.image.name, source_tag)
-        existing = lookup.existing
-        if existing is None:
-            repository = lookup.repository
-            labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
-            built = build_image(
-                context_dir, spec.image.dockerfile, repository, tags, build_args, labels
-            )
-            image_id = built.image_id
-        else:
-            logger.info("Source tree unchanged since %s: no build, no push", existing.reference)
-            image_id = existing.image_id
+    run_label = str(flow_run.get_id() or "local")
+    health = test_container.submit(image_id, spec.container, run_label)
+    scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
+    health.wait()
+    scan.wait()
+    health.result()
+    report = scan.result()
 
-        run_label = str(flow_run.get_id() or "local")
-        health = test_container.submit(image_id, spec.container, run_label)
-        scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
-        health.wait()
-        scan.wait()
-        health.result()
-        report = scan.result()
-
-        if existing is None:
-            pushed = push_image(parameters.registry_block, spec.image.name, tags)
-        else:
-            tag_image(parameters.registry_block, spec.image.name, existing.digest, tags)
-            pushed = existing
-        result = CiResult(
-            service=spec.service,
-            image=pushed.reference,
-            digest=pushed.digest,
-            image_id=image_id,
-            sha=checkout.resolved.sha,
-            ref=parameters.ref,
-            version=checkout.resolved.version,
-            tags=tuple(tags),
-            built=existing is None,
-            checks=tuple(checks),
-            scan=report,
-        )
-        publish_result(result)
-        logger.info("CI of %s %s: %s", spec.service, result.version, result.image)
-        return result
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if existing is None:
+        pushed = push_image(parameters.registry_block, spec.image.name, tags)
+    else:
+        tag_image(parameters.registry_block, spec.image.name, existing.digest, tags)
+        pushed = existing
+    result = CiResult(
+        service=spec.service,
+        image=pushed.reference,
+        digest=pushed.digest,
+        image_id=image_id,
+        sha=checkout.resolved.sha,
+        ref=parameters.ref,
+        version=checkout.resolved.version,
+        tags=tuple(tags),
+        built=existing is None,
+        checks=tuple(checks),
+        scan=report,
+    )
+    checks_published.wait()
+    publish_result(result)
+    logger.info("CI of %s %s: %s", spec.service, result.version, result.image)
+    return result

@@ -17,8 +17,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from prefect import State, flow, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect import State, flow
 from prefect_docker.credentials import DockerRegistryCredentials
 from pydantic import ValidationError
 
@@ -34,6 +33,7 @@ from deliver.errors import (
     ScanFailed,
     SpecError,
 )
+from deliver.run_history import final_task_runs
 from flows.ci import CiParameters, CiResult, ci_pipeline
 from tests.conftest import PROJECT_DIR
 
@@ -132,18 +132,9 @@ def assert_nothing_pushed(repo: Path, ref: str, registry: dict[str, str]) -> Non
 
 
 def task_states(state: Any) -> dict[str, str]:
-    """Task run name -> state name, for the flow run behind `state`."""
-
-    async def read() -> dict[str, str]:
-        async with get_client() as client:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-                )
-            )
-            return {run.name: run.state_name or "" for run in runs}
-
-    return asyncio.run(read())
+    """Task run name -> final state name, for the flow run behind `state`."""
+    runs = final_task_runs(state.state_details.flow_run_id)
+    return {run.name: run.state_name or "" for run in runs}
 
 
 @pytest.fixture(scope="module")

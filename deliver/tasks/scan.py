@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import json
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,6 +47,27 @@ class ScanReport:
     scanners: tuple[str, ...]
 
 
+class _ChunkReader(io.RawIOBase):
+    """A file over an iterator of byte chunks, so a tar stream is read without a copy on disk."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        self._chunks, self._pending = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = cast(bytes, next(self._chunks))
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
 def image_inventory(image_id: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(OS packages, Python packages) read from the image's files; nothing in the image runs."""
     os_packages: list[tuple[str, str]] = []
@@ -52,26 +75,23 @@ def image_inventory(image_id: str) -> tuple[list[tuple[str, str]], list[tuple[st
     with docker_client() as client:
         container = client.containers.create(image_id, entrypoint=["/nonexistent"])
         try:
-            with tempfile.TemporaryFile() as spool:
-                for chunk in container.export(chunk_size=1 << 20):
-                    spool.write(cast(bytes, chunk))
-                spool.seek(0)
-                with tarfile.open(fileobj=spool, mode="r|") as tar:
-                    for member in tar:
-                        name = member.name.lstrip("./")
-                        wanted_python = name.endswith(
-                            (".dist-info/METADATA", ".egg-info/PKG-INFO")
-                        ) and ("site-packages/" in name or "dist-packages/" in name)
-                        if not member.isfile() or not (
-                            name == "var/lib/dpkg/status" or wanted_python
-                        ):
-                            continue
-                        handle = tar.extractfile(member)
-                        text = handle.read().decode(errors="replace") if handle else ""
-                        if name == "var/lib/dpkg/status":
-                            os_packages = parse_dpkg_status(text)
-                        elif parsed := parse_python_metadata(text):
-                            python_packages.add(parsed)
+            # The SDK yields the export as byte chunks; its stubs say str.
+            chunks = cast(Iterator[bytes], container.export(chunk_size=1 << 20))
+            stream = io.BufferedReader(_ChunkReader(chunks), 1 << 20)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    name = member.name.lstrip("./")
+                    wanted_python = name.endswith(
+                        (".dist-info/METADATA", ".egg-info/PKG-INFO")
+                    ) and ("site-packages/" in name or "dist-packages/" in name)
+                    if not member.isfile() or not (name == "var/lib/dpkg/status" or wanted_python):
+                        continue
+                    handle = tar.extractfile(member)
+                    text = handle.read().decode(errors="replace") if handle else ""
+                    if name == "var/lib/dpkg/status":
+                        os_packages = parse_dpkg_status(text)
+                    elif parsed := parse_python_metadata(text):
+                        python_packages.add(parsed)
         finally:
             container.remove(force=True)
     return os_packages, sorted(python_packages)
@@ -88,11 +108,11 @@ def advisory_reachable(advisory_url: str) -> tuple[bool, str]:
     return True, "reachable"
 
 
-def _severity(advisory_url: str, ids: list[str]) -> str:
+def _severity(http: httpx.Client, advisory_url: str, ids: list[str]) -> str:
     base = advisory_url.removesuffix("/query").removesuffix("/")
     for advisory in ids:
         try:
-            response = httpx.get(f"{base}/vulns/{advisory}", timeout=10)
+            response = http.get(f"{base}/vulns/{advisory}")
         except httpx.HTTPError:
             return "unknown"
         if response.status_code == 200:
@@ -119,6 +139,7 @@ def audit_python(packages: list[tuple[str, str]], advisory_url: str) -> tuple[li
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ScanFailed(image="-", reason=f"pip-audit failed: {last}") from None
     findings = []
+    http = httpx.Client(timeout=10)
     for dependency in report.get("dependencies", []):
         for vuln in dependency.get("vulns", []):
             ids = [vuln["id"], *vuln.get("aliases", [])]
@@ -128,10 +149,11 @@ def audit_python(packages: list[tuple[str, str]], advisory_url: str) -> tuple[li
                     version=dependency["version"],
                     advisory=vuln["id"],
                     aliases=tuple(vuln.get("aliases", [])),
-                    severity=_severity(advisory_url, ids),
+                    severity=_severity(http, advisory_url, ids),
                     fixed_in=tuple(vuln.get("fix_versions", [])),
                 )
             )
+    http.close()
     return findings, f"pip-audit {len(packages)} package(s)"
 
 
