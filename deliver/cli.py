@@ -74,9 +74,21 @@ def _sandbox_packages(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ci(args: argparse.Namespace) -> int:
+    from deliver import ci_command
+
+    return ci_command.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deliver", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from deliver.ci_command import add_arguments
+
+    ci = commands.add_parser("ci", help="run the CI pipeline (checks, build, test, scan, push)")
+    add_arguments(ci)
+    ci.set_defaults(handler=_ci)
 
     box = commands.add_parser("sandbox", help="the local delivery sandbox on loopback")
     actions = box.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,22 +1,20 @@
 """`make demo`: the main job on the local sandbox.
 
-For now the job is what exists: a healthy sandbox, the sample service's own tests, and a
-deployment run picked up by the sandbox's worker, visible in the Prefect UI. The CI and release
-flows extend it to CI, staging, approval and production.
+For now the job is the CI half: the sample service through checks, image build, container test,
+scan and push to the sandbox registry, then the same commit again to show that nothing is done
+twice. The release flow extends it to staging, approval and production.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any, cast
-from uuid import UUID
 
 from deliver import sandbox
+from deliver.ci_command import current_ref, run_ci, summary, use_sandbox
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+SAMPLE_SPEC = "examples/stock-api/deliver.yaml"
 
 
 def step(title: str) -> None:
@@ -25,13 +23,6 @@ def step(title: str) -> None:
 
 def main() -> int:
     config = sandbox.config_from_env()
-    config.prefect_home.mkdir(parents=True, exist_ok=True)
-    os.environ.update(config.prefect_env())
-    # Prefect reads its settings at import, so it is imported only after they are set.
-    from prefect import Flow
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment
-
     step("Sandbox components")
     statuses = sandbox.status(config)
     for status in statuses:
@@ -41,31 +32,33 @@ def main() -> int:
         print("Some components are unhealthy: run `deliver sandbox up`.", file=sys.stderr)
         return 1
 
-    step("The sample service's own tests (examples/stock-api)")
-    sample = PROJECT_DIR / "examples" / "stock-api"
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=sample, check=False)
-    if tests.returncode != 0:
-        return tests.returncode
+    implied = use_sandbox()
+    from flows.ci import CiParameters  # after use_sandbox: Prefect reads its settings at import
 
-    step("A deployment run on the sandbox's work pool")
-    probe = cast(
-        Flow[..., Any],
-        Flow.from_source(source=str(PROJECT_DIR), entrypoint="flows/probe.py:worker_probe"),
+    parameters = CiParameters(
+        repo=str(PROJECT_DIR),
+        ref=current_ref(str(PROJECT_DIR)),
+        spec_path=SAMPLE_SPEC,
+        advisory_url=implied["advisory_url"],
+        build_args={"BASE_IMAGE": implied["base_image"]},
+        cache_dir=implied["cache_dir"],
     )
-    deployment_id = cast(
-        UUID,
-        probe.deploy(
-            name="worker-probe",
-            work_pool_name=config.work_pool,
-            print_next_steps=False,
-            ignore_warnings=True,
-        ),
-    )
-    run = cast(FlowRun, run_deployment(deployment_id, timeout=120))
     ui = config.prefect_api_url.removesuffix("/api")
-    print(f"  flow run {run.name}: {run.state_name}")
-    print(f"  see it in the Prefect UI: {ui}/runs/flow-run/{run.id}")
-    return 0 if run.state is not None and run.state.is_completed() else 1
+    for title in ("CI of the sample service (examples/stock-api)", "The same commit again"):
+        step(title)
+        state, value = run_ci(parameters)
+        link = f"{ui}/runs/flow-run/{state.state_details.flow_run_id}"
+        if not state.is_completed():
+            print(f"ci-pipeline {state.name}: {value}\n  see {link}", file=sys.stderr)
+            return 1
+        print(summary(value))
+        print(f"  flow run: {link}")
+    print(
+        f"\nIn the Prefect UI ({ui}): the two ci-pipeline runs (the second shows its checks, "
+        "container test and scan as Cached), and under Artifacts: ci-stock-api, "
+        "ci-checks-stock-api, scan-stock-api and sbom-stock-api."
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -183,6 +183,24 @@ def test_green_path_pushes_an_image_pullable_by_digest(green, registry, app_repo
     assert labels == sha
 
 
+def test_green_path_publishes_artifacts(green, prefect_api):
+    """The run publishes its result, checks table, scan report and SBOM as keyed artifacts."""
+    _, result = green
+    runs = final_task_runs(green[0].state_details.flow_run_id)
+    assert runs
+    found = {}
+    for key in ("ci-stock-api", "ci-checks-stock-api", "scan-stock-api", "sbom-stock-api"):
+        response = httpx.post(
+            f"{prefect_api}/artifacts/latest/filter",
+            json={"artifacts": {"key": {"any_": [key]}}, "limit": 1},
+        )
+        assert response.status_code == 200, response.text
+        found[key] = response.json()
+    assert all(found.values()), {k: bool(v) for k, v in found.items()}
+    assert result.image in found["ci-stock-api"][0]["data"]
+    assert "CycloneDX" in found["sbom-stock-api"][0]["data"]
+
+
 def test_rerun_of_unchanged_commit_is_cached_and_not_rebuilt(green, ci, app_repo):
     """A second run of the same commit shows every check, the container test and scan Cached."""
     _, first = green

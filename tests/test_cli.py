@@ -52,3 +52,18 @@ def test_env_prints_prefect_settings():
     assert done.returncode == 0
     assert 'export PREFECT_API_URL="http://127.0.0.1:4200/api"' in done.stdout
     assert 'export PREFECT_SERVER_ANALYTICS_ENABLED="false"' in done.stdout
+
+
+def test_ci_help_lists_its_options():
+    """`deliver ci --help` names the repo, ref, spec and sandbox options."""
+    done = deliver("ci", "--help")
+    assert done.returncode == 0
+    for option in ("--repo", "--ref", "--spec", "--sandbox", "--build-arg"):
+        assert option in done.stdout
+
+
+def test_ci_refuses_a_malformed_build_arg():
+    """A --build-arg without '=' is refused with exit 1 before anything runs."""
+    done = deliver("ci", "--build-arg", "NOVALUE")
+    assert done.returncode == 1
+    assert "expected NAME=VALUE" in done.stderr

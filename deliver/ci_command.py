@@ -1,0 +1,111 @@
+"""`deliver ci`: run the ci-pipeline flow from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, cast
+
+from deliver import sandbox
+from deliver.errors import DeliveryError
+from deliver.sandbox.state import SandboxState
+
+
+def current_ref(repo: str) -> str:
+    """The checked-out branch of a local repo, else its commit sha, else 'main'."""
+    if not Path(repo).is_dir():
+        return "main"
+    for argv in (["git", "symbolic-ref", "--short", "-q", "HEAD"], ["git", "rev-parse", "HEAD"]):
+        done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    return "main"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=".", help="git URL or local path (default: .)")
+    parser.add_argument("--ref", help="branch, tag or sha (default: the repo's current branch)")
+    parser.add_argument("--spec", default="deliver.yaml", help="spec path inside the repo")
+    parser.add_argument("--registry-block", default="sandbox-registry",
+                        help="DockerRegistryCredentials block to push with")  # fmt: skip
+    parser.add_argument("--advisory-url", help="OSV query endpoint (default: the public OSV)")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra non-secret build arg; repeatable")  # fmt: skip
+    parser.add_argument("--sandbox", action="store_true",
+                        help="use the local sandbox: its Prefect server, advisory mirror and "
+                             "base image")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def use_sandbox() -> dict[str, str]:
+    """Point Prefect at the sandbox; return the CI parameters the sandbox implies."""
+    config = sandbox.config_from_env()
+    config.prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(config.prefect_env())
+    implied = {"advisory_url": config.advisory_url, "cache_dir": str(config.state_dir / "ci-cache")}
+    base_image = SandboxState.load(config.state_dir).fact("base_image")
+    if base_image:
+        implied["base_image"] = str(base_image)
+    return implied
+
+
+def run_ci(parameters: Any) -> tuple[Any, Any]:
+    """Run ci-pipeline in this process; (final state, result or exception)."""
+    from prefect import State
+
+    from flows.ci import CiResult, ci_pipeline
+
+    call = cast(Coroutine[Any, Any, State[CiResult]], ci_pipeline(parameters, return_state=True))
+    state = asyncio.run(call)
+    return state, state.result(raise_on_failure=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    build_args = {}
+    for item in args.build_arg:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise DeliveryError(f"--build-arg {item!r}: expected NAME=VALUE")
+        build_args[name] = value
+    implied = use_sandbox() if args.sandbox else {}
+    if "base_image" in implied:
+        build_args.setdefault("BASE_IMAGE", implied["base_image"])
+    # Prefect reads its settings at import, so it is imported only now.
+    from flows.ci import PUBLIC_OSV, CiParameters, CiResult
+
+    repo = str(Path(args.repo).resolve()) if Path(args.repo).exists() else args.repo
+    parameters = CiParameters(
+        repo=repo,
+        ref=args.ref or current_ref(repo),
+        spec_path=args.spec,
+        registry_block=args.registry_block,
+        advisory_url=args.advisory_url or implied.get("advisory_url", PUBLIC_OSV),
+        build_args=build_args,
+        cache_dir=implied.get("cache_dir"),
+    )
+    state, value = run_ci(parameters)
+    if not state.is_completed():
+        print(f"error: ci-pipeline {state.name}: {value}", file=sys.stderr)
+        return 1
+    result = cast(CiResult, value)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2, default=str))
+    else:
+        print(summary(result))
+    return 0
+
+
+def summary(result: Any) -> str:
+    statuses = ", ".join(f"{c.name} {c.status}" for c in result.checks)
+    how = "built and pushed" if result.built else "reused: the registry already held this source"
+    return (
+        f"{result.service} {result.version}: {result.image}\n"
+        f"  checks: {statuses}\n  scan: {result.scan.verdict}\n  {how}"
+    )
