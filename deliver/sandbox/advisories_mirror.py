@@ -5,9 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import httpx
-
-from deliver.sandbox.component import Context, Daemon
+from deliver.sandbox.component import Context, Daemon, http_probe
 
 ADVISORY_DATA = Path(__file__).parent / "advisories"
 
@@ -28,9 +26,4 @@ class AdvisoryMirror(Daemon):
         ]  # fmt: skip
 
     def probe(self, ctx: Context) -> str | None:
-        url = f"http://127.0.0.1:{ctx.config.advisory_port}/health"
-        try:
-            response = httpx.get(url, timeout=2.0)
-        except httpx.HTTPError as exc:
-            return f"GET {url} failed: {exc}"
-        return None if response.status_code == 200 else f"GET {url} answered {response.status_code}"
+        return http_probe(f"http://127.0.0.1:{ctx.config.advisory_port}/health", timeout_s=2.0)

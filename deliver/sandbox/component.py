@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
+
 from deliver.errors import ComponentFailed, PortInUse
 from deliver.sandbox import processes
 from deliver.sandbox.config import LOOPBACK, SandboxConfig
@@ -33,6 +35,15 @@ class SystemTool:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
         return None
+
+
+def http_probe(url: str, *, timeout_s: float = 2.0) -> str | None:
+    """None when `url` answers 200, else what it did instead."""
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return f"GET {url} failed: {exc}"
+    return None if response.status_code == 200 else f"GET {url} answered {response.status_code}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import httpx
-
 from deliver.errors import ComponentFailed
-from deliver.sandbox.component import Context, Daemon, SystemTool
+from deliver.sandbox.component import Context, Daemon, SystemTool, http_probe
 from deliver.sandbox.config import Environment, Slot
 from deliver.sandbox.render import nginx_config, nginx_upstream
 
@@ -67,9 +65,4 @@ class NginxFront(Daemon):
         return [*self._base_argv(ctx), "-g", "daemon off;"]
 
     def probe(self, ctx: Context) -> str | None:
-        url = f"{ctx.config.production_front_url}/__front/health"
-        try:
-            response = httpx.get(url, timeout=2.0)
-        except httpx.HTTPError as exc:
-            return f"GET {url} failed: {exc}"
-        return None if response.status_code == 200 else f"GET {url} answered {response.status_code}"
+        return http_probe(f"{ctx.config.production_front_url}/__front/health", timeout_s=2.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from deliver.sandbox.component import Context, Daemon
+from deliver.sandbox.component import Context, Daemon, http_probe
 
 WORKER_NAME = "sandbox-worker-1"
 
@@ -44,12 +44,7 @@ class PrefectServer(Daemon):
         return prefect_process_env(ctx)
 
     def probe(self, ctx: Context) -> str | None:
-        url = f"{ctx.config.prefect_api_url}/health"
-        try:
-            response = httpx.get(url, timeout=3.0)
-        except httpx.HTTPError as exc:
-            return f"GET {url} failed: {exc}"
-        return None if response.status_code == 200 else f"GET {url} answered {response.status_code}"
+        return http_probe(f"{ctx.config.prefect_api_url}/health", timeout_s=3.0)
 
 
 class PrefectWorker(Daemon):

@@ -84,10 +84,3 @@ def run_streamed(
         duration_s=time.monotonic() - started,
         timed_out=timed_out.is_set(),
     )
-
-
-def run_quiet(
-    argv: Sequence[str], *, cwd: Path | None = None, timeout_s: float = 120
-) -> CommandResult:
-    """Run a short command whose output is only wanted on failure."""
-    return run_streamed(argv, cwd=cwd or Path.cwd(), timeout_s=timeout_s)
