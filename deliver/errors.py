@@ -140,3 +140,49 @@ class ScanFailed(PipelineError):
     def __init__(self, *, image: str, reason: str) -> None:
         self.image, self.reason = image, reason
         super().__init__(f"Scan of {image} failed the policy: {reason}")
+
+
+class ReleaseError(DeliveryError):
+    """A release step failed; the environment keeps serving what it served."""
+
+
+class HostKeyRejected(ReleaseError):
+    def __init__(self, *, host: str, detail: str) -> None:
+        self.host = host
+        super().__init__(
+            f"{host}: host key not accepted ({detail}); no command was run. "
+            "Check the host, then fix the DeployTarget block's 'host_keys'."
+        )
+
+
+class HostUnreachable(ReleaseError):
+    def __init__(self, *, host: str, detail: str) -> None:
+        self.host = host
+        super().__init__(f"{host}: SSH connection failed: {detail}")
+
+
+class RemoteCommandFailed(ReleaseError):
+    """A command ran over SSH but exited non-zero."""
+
+    def __init__(self, *, host: str, command: str, exit_code: int, stderr: str) -> None:
+        self.host, self.command, self.exit_code, self.stderr = host, command, exit_code, stderr
+        tail = "\n".join(stderr.splitlines()[-10:]) or "(no stderr)"
+        super().__init__(f"{command!r} exited {exit_code} on {host}.\nLast stderr lines:\n{tail}")
+
+
+class DeployTargetInvalid(ReleaseError):
+    def __init__(self, *, block: str, field: str, detail: str) -> None:
+        self.block, self.field = block, field
+        super().__init__(f"DeployTarget block {block!r}, field {field!r}: {detail}")
+
+
+class HealthCheckFailed(ReleaseError):
+    def __init__(self, *, where: str, detail: str) -> None:
+        self.where = where
+        super().__init__(f"{where} is not healthy: {detail}")
+
+
+class SmokeCheckFailed(ReleaseError):
+    def __init__(self, *, where: str, failures: list[str]) -> None:
+        self.where, self.failures = where, failures
+        super().__init__(f"Smoke checks failed at {where}: " + "; ".join(failures))

@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
+import getpass
+from pathlib import Path
 from typing import Any
 
 from deliver.sandbox.component import Component, ComponentStatus, Context
+from deliver.sandbox.config import LOOPBACK, Environment
 from deliver.sandbox.registry import Registry
 
 REGISTRY_BLOCK = "sandbox-registry"
+SAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "stock-api" / "deliver.yaml"
+
+
+def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, Any]:
+    """A DeployTarget for one of the sandbox's SSH hosts, serving the sample service."""
+    from deliver.sandbox.nginx_front import NginxFront
+    from deliver.sandbox.ssh_hosts import SshHost
+    from deliver.spec import load_spec
+
+    paths = SshHost(environment).paths(ctx)
+    ports = ctx.config.slot_ports[environment]
+    state_dir = ctx.dir("hosts") / environment.value
+    state_dir.mkdir(parents=True, exist_ok=True)
+    smoke = load_spec(SAMPLE_SPEC).smoke if SAMPLE_SPEC.exists() else []
+    fields: dict[str, Any] = {
+        "environment": environment.value,
+        "host": LOOPBACK,
+        "port": ctx.config.ssh_ports[environment],
+        "user": getpass.getuser(),
+        "private_key": paths["deploy_key"].read_text(),
+        "host_keys": [paths["host_key"].with_name("host_key.pub").read_text().strip()],
+        "app_name": "stock-api",
+        "slot_ports": {slot.value: port for slot, port in ports.items()},
+        "smoke_checks": smoke,
+        "registry_block": REGISTRY_BLOCK,
+        "state_dir": str(state_dir),
+        "drain_s": 1.0,
+    }
+    if environment is Environment.PRODUCTION:
+        nginx = NginxFront().paths(ctx)
+        fields["nginx_upstream_file"] = str(nginx["upstream"])
+        fields["nginx_command"] = [
+            NginxFront().tool_path(NginxFront.tools[0]), "-p", str(nginx["prefix"]),
+            "-c", str(nginx["config"]), "-e", str(nginx["prefix"] / "error.log"),
+        ]  # fmt: skip
+        fields["front_url"] = ctx.config.production_front_url
+    return fields
 
 
 class PrefectBlocks(Component):
@@ -27,6 +67,8 @@ class PrefectBlocks(Component):
     def up(self, ctx: Context) -> ComponentStatus:
         from prefect_docker.credentials import DockerRegistryCredentials
 
+        from blocks.deploy_target import DeployTarget
+
         username, password = Registry().credentials(ctx)
         with self._settings(ctx):
             DockerRegistryCredentials(
@@ -35,16 +77,24 @@ class PrefectBlocks(Component):
                 registry_url=ctx.config.registry_address,
                 reauth=False,
             ).save(REGISTRY_BLOCK, overwrite=True)
-        ctx.say(f"{self.name}: saved DockerRegistryCredentials {REGISTRY_BLOCK!r}")
+            for environment in Environment:
+                DeployTarget(**deploy_target_fields(ctx, environment)).save(
+                    environment.value, overwrite=True
+                )
+        ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r} and DeployTargets 'staging', 'production'")
         return self.status(ctx)
 
     def status(self, ctx: Context) -> ComponentStatus:
         from prefect_docker.credentials import DockerRegistryCredentials
 
-        address = f"DockerRegistryCredentials/{REGISTRY_BLOCK}"
+        from blocks.deploy_target import DeployTarget
+
+        address = f"DockerRegistryCredentials/{REGISTRY_BLOCK}, DeployTarget/staging, production"
         try:
             with self._settings(ctx):
                 block = DockerRegistryCredentials.load(REGISTRY_BLOCK)
+                for environment in Environment:
+                    DeployTarget.load(environment.value)
         except Exception as exc:
             detail = f"cannot load: {type(exc).__name__}: {exc}".splitlines()[0][:200]
             return ComponentStatus(name=self.name, address=address, healthy=False, detail=detail)

@@ -20,7 +20,8 @@ UNKNOWN_SHA = "unknown"
 class Settings:
     version: str = DEV_VERSION
     git_sha: str = UNKNOWN_SHA
-    broken_health: bool = False  # set at build time to produce a release that fails its checks
+    broken_health: bool = False  # set at build time: a release whose /health fails
+    broken_stats: bool = False  # set at build time: healthy, but /stats fails its smoke checks
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -28,6 +29,7 @@ class Settings:
             version=environ.get("STOCK_API_VERSION", DEV_VERSION),
             git_sha=environ.get("STOCK_API_GIT_SHA", UNKNOWN_SHA),
             broken_health=environ.get("STOCK_API_BROKEN_HEALTH", "false").lower() == "true",
+            broken_stats=environ.get("STOCK_API_BROKEN_STATS", "false").lower() == "true",
         )
 
 
@@ -56,6 +58,8 @@ def route(path: str, settings: Settings, data: Mapping[str, list[PriceRow]]) -> 
         return Response(200, body)
     if path == "/symbols":
         return Response(200, {"symbols": sorted(data)})
+    if path.startswith("/stats") and settings.broken_stats:
+        return Response(500, {"error": "statistics are unavailable in this build"})
     if path == "/stats":
         return Response(200, {"stats": [symbol_stats(s, data[s]) for s in sorted(data)]})
     if path.startswith("/stats/"):

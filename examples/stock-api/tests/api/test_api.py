@@ -94,3 +94,10 @@ def test_unknown_symbol_is_404_with_the_known_ones(base_url):
 def test_unknown_path_is_json_404(base_url):
     """Unknown routes answer a JSON 404, never an HTML page."""
     assert get(f"{base_url}/nowhere")[0] == 404
+
+
+def test_broken_stats_build_is_healthy_but_fails_stats():
+    """A build made with BROKEN_STATS passes /health but answers 500 on /stats, for smoke drills."""
+    for url in serve(Settings(version="8.8.8", broken_stats=True)):
+        assert get(f"{url}/health")[0] == 200
+        assert get(f"{url}/stats/ACME")[0] == 500

@@ -1,0 +1,141 @@
+"""What a release decides from values alone: slots, names, history, pruning, argument safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Mapping
+from typing import Any
+
+DIGEST_REFERENCE = re.compile(
+    r"^(?P<repository>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"@(?P<digest>sha256:[0-9a-f]{64})$"
+)
+VERSION_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+GIT_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+PERSON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+class Slot(enum.Enum):
+    BLUE = "blue"
+    GREEN = "green"
+
+    @property
+    def idle(self) -> Slot:
+        return Slot.GREEN if self is Slot.BLUE else Slot.BLUE
+
+
+def image_reference_problem(reference: str) -> str | None:
+    """None for `repository@sha256:<64 hex>`; a bare tag or anything else says why not."""
+    if DIGEST_REFERENCE.match(reference):
+        return None
+    if "@" not in reference:
+        return "an image by digest is required (name@sha256:<64 hex>), not a tag"
+    return "expected name@sha256:<64 lowercase hex>"
+
+
+def label_problem(kind: str, value: str) -> str | None:
+    """Versions, shas and people's names are plain tokens: no spaces, quotes or shell syntax."""
+    pattern = {"version": VERSION_LABEL, "git_sha": GIT_SHA, "person": PERSON}[kind]
+    if pattern.match(value):
+        return None
+    return f"{kind} {value!r} must match {pattern.pattern}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    version: str
+    image: str  # repository@sha256:...
+    git_sha: str
+    slot: Slot
+    since: str  # ISO 8601
+
+    @property
+    def digest(self) -> str:
+        return self.image.rsplit("@", 1)[1]
+
+    def to_json(self) -> dict[str, str]:
+        return {"version": self.version, "image": self.image, "git_sha": self.git_sha,
+                "slot": self.slot.value, "since": self.since}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Release:
+        return cls(version=str(data["version"]), image=str(data["image"]),
+                   git_sha=str(data["git_sha"]), slot=Slot(data["slot"]),
+                   since=str(data["since"]))  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HostState:
+    """What a host keeps about its app: the live release, the kept images, and the history."""
+
+    live: Release | None
+    kept: tuple[str, ...]  # images by digest, newest first
+    history: tuple[dict[str, Any], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "live": self.live.to_json() if self.live else None,
+            "kept": list(self.kept),
+            "history": list(self.history),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> HostState:
+        if not data:
+            return cls(live=None, kept=(), history=())
+        live = data.get("live")
+        return cls(
+            live=Release.from_json(live) if live else None,
+            kept=tuple(data.get("kept", [])),
+            history=tuple(data.get("history", [])),
+        )
+
+
+def target_slot(state: HostState) -> Slot:
+    """The idle slot: green when nothing or blue is live."""
+    return state.live.slot.idle if state.live else Slot.BLUE
+
+
+def container_name(app: str, environment: str, slot: Slot) -> str:
+    return f"{app}-{environment}-{slot.value}"
+
+
+def kept_after(
+    state: HostState, new_image: str, keep: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(kept, pruned): the newest `keep` images with the new one first; the live one never goes."""
+    ordered = [new_image, *[image for image in state.kept if image != new_image]]
+    kept = ordered[:keep]
+    pruned = tuple(image for image in ordered[keep:] if image != new_image)
+    return tuple(kept), pruned
+
+
+def after_success(
+    state: HostState, release: Release, keep: int, record: Mapping[str, Any]
+) -> tuple[HostState, tuple[str, ...]]:
+    """The host's state once `release` is live, and the images to prune."""
+    kept, pruned = kept_after(state, release.image, keep)
+    history = (*state.history, dict(record))[-50:]
+    return HostState(live=release, kept=kept, history=history), pruned
+
+
+def after_failure(state: HostState, record: Mapping[str, Any]) -> HostState:
+    history = (*state.history, dict(record))[-50:]
+    return HostState(live=state.live, kept=state.kept, history=history)
+
+
+def smoke_problem(
+    status: int, body: Any, *, expected_status: int, json_field: str | None, equals: Any
+) -> str | None:
+    """None when a smoke response is as expected, else what differs."""
+    if status != expected_status:
+        return f"answered {status}, expected {expected_status}"
+    if json_field is None:
+        return None
+    if not isinstance(body, dict) or json_field not in body:
+        return f"no JSON field {json_field!r} in the answer"
+    if equals is not None and body[json_field] != equals:
+        return f"{json_field} is {body[json_field]!r}, expected {equals!r}"
+    return None

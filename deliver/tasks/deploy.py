@@ -1,0 +1,199 @@
+"""The deploy host, over SSH: pull, start and stop slots, switch nginx, keep the release state."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, cast
+
+from prefect import get_run_logger, task
+from pydantic import ValidationError
+
+from blocks.deploy_target import DeployTarget
+from deliver.errors import DeployTargetInvalid, RemoteCommandFailed
+from deliver.planning.release import HostState, Slot, container_name
+from deliver.tasks.registry import load_credentials
+from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
+
+STATE_FILE = "release-state.json"
+SWITCH_SCRIPT = """
+set -eu
+live="$1"; new_content_file="$2"; shift 2
+cp -f "$live" "$live.prev"
+mv -f "$new_content_file" "$live"
+if ! "$@" -t 2>&1; then
+  mv -f "$live.prev" "$live"; echo "nginx -t refused the new upstream" >&2; exit 3
+fi
+"$@" -s reload
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TargetView:
+    """A DeployTarget without its secrets: what the flow plans with."""
+
+    block: str
+    environment: str
+    address: str
+    app_name: str
+    slot_urls: dict[str, str]
+    health_path: str
+    health_timeout_s: float
+    smoke: tuple[Any, ...]
+    keep_versions: int
+    front_url: str | None
+    blue_green: bool
+    drain_s: float
+
+
+def load_target(block: str) -> DeployTarget:
+    try:
+        return cast(DeployTarget, DeployTarget.load(block))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise DeployTargetInvalid(block=block, field=field, detail=first["msg"]) from exc
+    except ValueError as exc:
+        raise DeployTargetInvalid(block=block, field="(block)", detail=str(exc)) from exc
+
+
+def connect(target: DeployTarget, block: str) -> Remote:
+    address = SshAddress(host=target.host, port=target.port, user=target.user)
+    key = load_private_key(target.private_key.get_secret_value(), block=block)
+    return Remote(
+        address, private_key=key, host_keys=pinned_host_keys(address, target.host_keys, block=block)
+    )
+
+
+@task(name="read_target")
+def read_target(block: str) -> TargetView:
+    """Load and check the block before anything touches a host."""
+    target = load_target(block)
+    load_private_key(target.private_key.get_secret_value(), block=block)
+    pinned_host_keys(SshAddress(host=target.host, port=target.port, user=target.user),
+                     target.host_keys, block=block)  # fmt: skip
+    if (target.nginx_upstream_file is None) != (target.nginx_command is None):
+        detail = "nginx_upstream_file and nginx_command go together"
+        raise DeployTargetInvalid(block=block, field="nginx_command", detail=detail)
+    return TargetView(
+        block=block,
+        environment=target.environment,
+        address=f"{target.user}@{target.host}:{target.port}",
+        app_name=target.app_name,
+        slot_urls={
+            slot: f"http://{target.service_host}:{port}" for slot, port in target.slot_ports.items()
+        },
+        health_path=target.health_path,
+        health_timeout_s=target.health_timeout_s,
+        smoke=tuple(target.smoke_checks),
+        keep_versions=target.keep_versions,
+        front_url=target.front_url,
+        blue_green=target.nginx_upstream_file is not None,
+        drain_s=target.drain_s,
+    )
+
+
+@task(name="read_host_state", retries=2, retry_delay_seconds=1)
+def read_host_state(block: str) -> HostState:
+    target = load_target(block)
+    with connect(target, block) as remote:
+        found = remote.run(["cat", f"{target.state_dir}/{STATE_FILE}"], check=False)
+    return HostState.from_json(
+        json.loads(found.stdout) if found.ok and found.stdout.strip() else None
+    )
+
+
+@task(name="write_host_state")
+def write_host_state(block: str, state: HostState) -> None:
+    target = load_target(block)
+    with connect(target, block) as remote:
+        remote.run(["mkdir", "-p", target.state_dir])
+        content = json.dumps(state.to_json(), indent=2).encode()
+        remote.write_file(f"{target.state_dir}/{STATE_FILE}", content)
+
+
+@task(name="pull_image", task_run_name="pull-{image}", retries=2, retry_delay_seconds=[1, 4])
+def pull_image(block: str, image: str) -> None:
+    """Pull by digest with a throwaway docker config; the password goes on stdin only."""
+    target = load_target(block)
+    registry = load_credentials(target.registry_block)
+    with connect(target, block) as remote:
+        config = remote.run(["mktemp", "-d"]).stdout.strip()
+        try:
+            remote.run(
+                ["env", f"DOCKER_CONFIG={config}", "docker", "login", "--username",
+                 registry.username, "--password-stdin", registry.registry_url],
+                stdin=registry.password.get_secret_value().encode(),
+            )  # fmt: skip
+            remote.run(["env", f"DOCKER_CONFIG={config}", "docker", "pull", "--quiet", image])
+        finally:
+            remote.run(["rm", "-rf", config], check=False)
+    get_run_logger().info("Pulled %s on %s", image, target.host)
+
+
+@task(name="start_slot", task_run_name="start-{slot.value}")
+def start_slot(block: str, image: str, slot: Slot, version: str) -> str:
+    """Start `image` in the idle `slot` (replacing whatever stopped there); returns its id."""
+    target = load_target(block)
+    name = container_name(target.app_name, target.environment, slot)
+    port = target.slot_ports[slot.value]
+    with connect(target, block) as remote:
+        remote.run(["docker", "rm", "-f", name], check=False)
+        started = remote.run([
+            "docker", "run", "--detach", "--name", name, "--restart", "unless-stopped",
+            "--label", f"dev.deliver.app={target.app_name}",
+            "--label", f"dev.deliver.environment={target.environment}",
+            "--label", f"dev.deliver.slot={slot.value}",
+            "--label", f"dev.deliver.version={version}",
+            "--publish", f"127.0.0.1:{port}:{target.container_port}",
+            image,
+        ])  # fmt: skip
+    return started.stdout.strip()
+
+
+@task(name="stop_slot", task_run_name="stop-{slot.value}")
+def stop_slot(block: str, slot: Slot) -> None:
+    target = load_target(block)
+    name = container_name(target.app_name, target.environment, slot)
+    with connect(target, block) as remote:
+        remote.run(["docker", "rm", "-f", name], check=False)
+
+
+@task(name="switch_traffic", task_run_name="switch-to-{slot.value}")
+def switch_traffic(block: str, slot: Slot, upstream: str) -> None:
+    """Swap nginx's upstream file atomically, test the config, reload; never retried."""
+    target = load_target(block)
+    if target.nginx_upstream_file is None or target.nginx_command is None:
+        raise DeployTargetInvalid(block=block, field="nginx_upstream_file", detail="not set")
+    live = target.nginx_upstream_file
+    staged = f"{live}.new"
+    with connect(target, block) as remote:
+        remote.write_file(staged, upstream.encode())
+        remote.run(
+            ["sh", "-c", SWITCH_SCRIPT, "switch_traffic", live, staged, *target.nginx_command]
+        )
+    get_run_logger().info("Traffic switched to the %s slot", slot.value)
+
+
+@task(name="prune_images")
+def prune_images(block: str, images: list[str]) -> list[str]:
+    """Remove images no longer kept; one still in use is left (docker refuses) and reported."""
+    target = load_target(block)
+    left = []
+    with connect(target, block) as remote:
+        for image in images:
+            try:
+                remote.run(["docker", "image", "rm", image])
+            except RemoteCommandFailed:
+                left.append(image)
+    return left
+
+
+@task(name="list_images")
+def list_images(block: str, repository: str) -> list[str]:
+    """Images of `repository` on the host, by digest."""
+    target = load_target(block)
+    with connect(target, block) as remote:
+        listed = remote.run(["docker", "image", "ls", "--digests", "--format",
+                             "{{.Repository}}@{{.Digest}}", repository])  # fmt: skip
+    return sorted({line for line in listed.stdout.split() if "@sha256:" in line})
