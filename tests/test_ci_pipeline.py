@@ -157,7 +157,7 @@ def test_green_path_pushes_an_image_pullable_by_digest(green, registry, app_repo
     assert all(c.status in {"passed", "cached"} for c in result.checks)
     tests = next(c for c in result.checks if c.name == "tests")
     assert tests.tests is not None
-    assert tests.tests.passed == 22
+    assert tests.tests.passed == 23
     assert tests.tests.failed == 0
     assert tests.coverage is not None
     assert tests.coverage >= 70

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from deliver.sandbox.config import Environment, Slot
+from deliver.sandbox.config import Slot
 from deliver.sandbox.processes import wait_until
 from deliver.sandbox.render import nginx_upstream
 
@@ -33,10 +33,10 @@ def slot_server(port: int, name: str) -> ThreadingHTTPServer:
 
 
 @pytest.fixture
-def slots(sandbox_config):
-    ports = sandbox_config.slot_ports[Environment.PRODUCTION]
-    servers = {slot: slot_server(ports[slot], slot.value) for slot in (Slot.BLUE, Slot.GREEN)}
-    yield ports
+def slots():
+    """Two stand-in slot servers on free ports (the real slot ports belong to releases)."""
+    servers = {slot: slot_server(0, slot.value) for slot in (Slot.BLUE, Slot.GREEN)}
+    yield {slot: server.server_address[1] for slot, server in servers.items()}
     for server in servers.values():
         server.shutdown()
         server.server_close()

@@ -139,3 +139,8 @@ def smoke_problem(
     if equals is not None and body[json_field] != equals:
         return f"{json_field} is {body[json_field]!r}, expected {equals!r}"
     return None
+
+
+def nginx_upstream(*, slot_port: int, host: str = "127.0.0.1") -> str:
+    """The upstream file nginx includes: which slot production traffic goes to."""
+    return f"upstream production_app {{\n    server {host}:{slot_port};\n    keepalive 8;\n}}\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deliver.planning.release import nginx_upstream as nginx_upstream
 from deliver.sandbox.config import LOOPBACK
 
 
@@ -76,6 +77,8 @@ http {{
         }}
 
         location / {{
+            # Which slot answered: releases wait for it to name the new slot after a switch.
+            add_header X-Deliver-Upstream $upstream_addr always;
             proxy_pass http://production_app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -86,10 +89,6 @@ http {{
     }}
 }}
 """
-
-
-def nginx_upstream(*, slot_port: int) -> str:
-    return f"upstream production_app {{\n    server {LOOPBACK}:{slot_port};\n    keepalive 8;\n}}\n"
 
 
 def known_hosts_line(*, port: int, public_key: str) -> str:

@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from pydantic import ValidationError
 
 from blocks.deploy_target import DeployTarget
-from deliver.errors import DeployTargetInvalid, RemoteCommandFailed
+from deliver.errors import DeployTargetInvalid, HostUnreachable, RemoteCommandFailed
 from deliver.planning.release import HostState, Slot, container_name
 from deliver.tasks.registry import load_credentials
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
@@ -44,6 +44,21 @@ class TargetView:
     front_url: str | None
     blue_green: bool
     drain_s: float
+
+
+def _retry_when(*transient: type[Exception]) -> Any:
+    """A retry condition: retry only these errors, never a rejected host key or bad block."""
+
+    def condition(task: Any, task_run: Any, state: Any) -> bool:
+        try:
+            state.result()
+        except transient:
+            return True
+        except Exception:
+            return False
+        return False
+
+    return condition
 
 
 def load_target(block: str) -> DeployTarget:
@@ -93,7 +108,12 @@ def read_target(block: str) -> TargetView:
     )
 
 
-@task(name="read_host_state", retries=2, retry_delay_seconds=1)
+@task(
+    name="read_host_state",
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=_retry_when(HostUnreachable),
+)
 def read_host_state(block: str) -> HostState:
     target = load_target(block)
     with connect(target, block) as remote:
@@ -112,7 +132,13 @@ def write_host_state(block: str, state: HostState) -> None:
         remote.write_file(f"{target.state_dir}/{STATE_FILE}", content)
 
 
-@task(name="pull_image", task_run_name="pull-{image}", retries=2, retry_delay_seconds=[1, 4])
+@task(
+    name="pull_image",
+    task_run_name="pull-{image}",
+    retries=2,
+    retry_delay_seconds=[1, 4],
+    retry_condition_fn=_retry_when(HostUnreachable, RemoteCommandFailed),
+)
 def pull_image(block: str, image: str) -> None:
     """Pull by digest with a throwaway docker config; the password goes on stdin only."""
     target = load_target(block)

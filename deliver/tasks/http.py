@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
+
+from deliver.planning.release import smoke_problem
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,3 +64,46 @@ def wait_for_health(
         elapsed_s=time.monotonic() - started,
         detail=f"{detail} after {attempts} attempt(s) in {deadline_s:.0f} s",
     )  # fmt: skip
+
+
+def smoke_failures(base_url: str, checks: Sequence[Any], *, timeout_s: float = 5.0) -> list[str]:
+    """Each smoke check (path, status, json_field, equals) that `base_url` does not satisfy."""
+    failures = []
+    with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+        for check in checks:
+            try:
+                response = client.get(check.path)
+            except httpx.HTTPError as exc:
+                failures.append(f"GET {check.path}: {type(exc).__name__}: {exc}")
+                continue
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            problem = smoke_problem(
+                response.status_code, body, expected_status=check.status,
+                json_field=check.json_field, equals=check.equals,
+            )  # fmt: skip
+            if problem:
+                failures.append(f"GET {check.path}: {problem}")
+    return failures
+
+
+def wait_for_upstream(url: str, expected: str, *, deadline_s: float = 15.0) -> tuple[bool, str]:
+    """Poll `url` on fresh connections until nginx's X-Deliver-Upstream names `expected`.
+
+    `nginx -s reload` returns before new workers take over; until then old workers answer
+    from the old upstream, so a smoke check run too early would test the old version.
+    """
+    started, seen = time.monotonic(), "nothing"
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(timeout=2.0, limits=limits) as client:
+        while time.monotonic() - started < deadline_s:
+            try:
+                seen = client.get(url).headers.get("X-Deliver-Upstream", "no header")
+            except httpx.HTTPError as exc:
+                seen = type(exc).__name__
+            if seen == expected:
+                return True, seen
+            time.sleep(0.05)
+    return False, seen

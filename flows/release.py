@@ -1,0 +1,226 @@
+"""`release`: deploy an image by digest to an environment, keeping it serving at every step.
+
+Staging: start the new version in the idle slot, check its health and smoke, then retire the
+old slot. Production (a DeployTarget with nginx): the same, then switch nginx's upstream, smoke
+through the front, switch back on failure, and retire the old slot after a drain window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deliver.errors import HealthCheckFailed, ReleaseError, SmokeCheckFailed
+from deliver.planning.release import (
+    HostState,
+    Release,
+    Slot,
+    after_failure,
+    after_success,
+    image_reference_problem,
+    label_problem,
+    nginx_upstream,
+    target_slot,
+)
+from deliver.tasks.deploy import (
+    TargetView,
+    prune_images,
+    pull_image,
+    read_host_state,
+    read_target,
+    start_slot,
+    stop_slot,
+    switch_traffic,
+    write_host_state,
+)
+from deliver.tasks.http import smoke_failures, wait_for_health, wait_for_upstream
+
+
+class ReleaseParameters(BaseModel):
+    """What to release where; every value is checked before anything touches a host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="The image by digest: repository@sha256:<64 hex>.")
+    environment: Literal["staging", "production"] = Field(description="Where to release.")
+    version: str = Field(description="Version label, like 1.4.2 or a short sha.")
+    git_sha: str = Field(description="The commit the image was built from.")
+    requested_by: str = Field(description="Who asked for this release.")
+    target_block: str | None = Field(
+        default=None, description="DeployTarget block name; defaults to the environment's name."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _by_digest(cls, value: str) -> str:
+        problem = image_reference_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return _token("version", value)
+
+    @field_validator("git_sha")
+    @classmethod
+    def _sha(cls, value: str) -> str:
+        return _token("git_sha", value)
+
+    @field_validator("requested_by")
+    @classmethod
+    def _person(cls, value: str) -> str:
+        return _token("person", value)
+
+    @property
+    def block(self) -> str:
+        return self.target_block or self.environment
+
+
+def _token(kind: str, value: str) -> str:
+    problem = label_problem(kind, value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseResult:
+    environment: str
+    version: str
+    image: str
+    slot: str
+    url: str
+    previous: str | None
+    pruned: tuple[str, ...]
+    timings_s: dict[str, float]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+@task(name="check_health", task_run_name="health-{url}")
+def check_health(url: str, deadline_s: float) -> float:
+    result = wait_for_health(url, deadline_s=deadline_s)
+    if not result.healthy:
+        raise HealthCheckFailed(where=url, detail=result.detail)
+    return result.elapsed_s
+
+
+@task(name="smoke_test", task_run_name="smoke-{base_url}")
+def smoke_test(base_url: str, checks: tuple[Any, ...]) -> int:
+    failures = smoke_failures(base_url, checks)
+    if failures:
+        raise SmokeCheckFailed(where=base_url, failures=failures)
+    return len(checks)
+
+
+def _record(params: ReleaseParameters, outcome: str, detail: str = "") -> dict[str, Any]:
+    return {
+        "at": _now(), "outcome": outcome, "version": params.version, "image": params.image,
+        "git_sha": params.git_sha, "requested_by": params.requested_by,
+        "flow_run": str(flow_run.get_id() or ""), "detail": detail[:500],
+    }  # fmt: skip
+
+
+def _verify_candidate(target: TargetView, slot: Slot, timings: dict[str, float]) -> None:
+    """Health of the new slot, probed directly; without a front, its smoke checks too."""
+    started = time.monotonic()
+    url = target.slot_urls[slot.value]
+    check_health(f"{url}{target.health_path}", target.health_timeout_s)
+    if not target.blue_green:
+        smoke_test(url, target.smoke)
+    timings["verify_candidate"] = round(time.monotonic() - started, 3)
+
+
+@task(name="await_switch", task_run_name="await-{upstream}")
+def await_switch(front_url: str, upstream: str) -> None:
+    switched, seen = wait_for_upstream(front_url, upstream)
+    if not switched:
+        raise HealthCheckFailed(where=front_url, detail=f"still answered by {seen}, not {upstream}")
+
+
+def _move_traffic(params: ReleaseParameters, target: TargetView, slot: Slot) -> None:
+    assert target.front_url is not None  # noqa: S101 (blue_green targets have a front)
+    host_port = target.slot_urls[slot.value].removeprefix("http://")
+    host, port = host_port.rsplit(":", 1)
+    switch_traffic(params.block, slot, nginx_upstream(slot_port=int(port), host=host))
+    await_switch(f"{target.front_url}{target.health_path}", host_port)
+
+
+def _switch_and_verify(
+    params: ReleaseParameters, target: TargetView, state: HostState, slot: Slot
+) -> None:
+    """Move traffic to `slot`; if the front then fails its smoke checks, move it back."""
+    assert target.front_url is not None  # noqa: S101 (blue_green targets have a front)
+    _move_traffic(params, target, slot)
+    try:
+        smoke_test(target.front_url, target.smoke)
+    except (SmokeCheckFailed, HealthCheckFailed):
+        if state.live is not None:
+            _move_traffic(params, target, state.live.slot)
+        raise
+
+
+@flow(name="release", log_prints=True)
+def release(parameters: ReleaseParameters) -> ReleaseResult:
+    """Deploy `parameters.image` to its environment; on failure the old version keeps serving."""
+    logger = get_run_logger()
+    block = parameters.block
+    target = read_target(block)
+    state = read_host_state(block)
+    slot = target_slot(state)
+    timings: dict[str, float] = {}
+    logger.info(
+        "Releasing %s to %s (%s slot); live now: %s", parameters.version, target.environment,
+        slot.value, state.live.version if state.live else "nothing",
+    )  # fmt: skip
+    started = time.monotonic()
+    pull_image(block, parameters.image)
+    timings["pull"] = round(time.monotonic() - started, 3)
+    start_slot(block, parameters.image, slot, parameters.version)
+    try:
+        _verify_candidate(target, slot, timings)
+        if target.blue_green:
+            _switch_and_verify(parameters, target, state, slot)
+    except ReleaseError as exc:
+        stop_slot(block, slot)
+        write_host_state(block, after_failure(state, _record(parameters, "failed", str(exc))))
+        raise
+    if state.live is not None and state.live.slot is not slot:
+        time.sleep(target.drain_s)
+        stop_slot(block, state.live.slot)
+    new = Release(
+        version=parameters.version, image=parameters.image, git_sha=parameters.git_sha,
+        slot=slot, since=_now(),
+    )  # fmt: skip
+    new_state, pruned = after_success(
+        state, new, target.keep_versions, _record(parameters, "released")
+    )
+    write_host_state(block, new_state)
+    left = prune_images(block, list(pruned)) if pruned else []
+    timings["total"] = round(time.monotonic() - started, 3)
+    url = (
+        target.front_url if target.blue_green and target.front_url else target.slot_urls[slot.value]
+    )
+    logger.info(
+        "%s %s is live on %s at %s", target.environment, parameters.version, slot.value, url
+    )
+    return ReleaseResult(
+        environment=target.environment,
+        version=parameters.version,
+        image=parameters.image,
+        slot=slot.value,
+        url=url,
+        previous=state.live.version if state.live else None,
+        pruned=tuple(image for image in pruned if image not in left),
+        timings_s=timings,
+    )

@@ -1,0 +1,244 @@
+"""The release flow against the sandbox's SSH hosts, Docker engine, nginx and Prefect server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import docker.errors
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from blocks.deploy_target import DeployTarget
+from deliver.errors import HealthCheckFailed, HostKeyRejected, SmokeCheckFailed
+from deliver.planning.registry import read_push_stream
+from deliver.planning.release import nginx_upstream
+from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
+from flows.release import ReleaseParameters, release
+from tests.conftest import PROJECT_DIR
+
+REPOSITORY = "release-test"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+VARIANTS: dict[str, dict[str, str]] = {
+    "v1": {"VERSION": "1.0.1"},
+    "v2": {"VERSION": "1.0.2"},
+    "broken-health": {"VERSION": "6.6.6", "BROKEN_HEALTH": "true"},
+    "broken-stats": {"VERSION": "7.7.7", "BROKEN_STATS": "true"},
+    **{f"k{i}": {"VERSION": f"2.0.{i}"} for i in range(1, 6)},
+}
+
+
+def reset_hosts(docker_engine: Any, sandbox_config: Any) -> None:
+    """No release containers, no host state, nginx pointing at the blue slot."""
+    for container in docker_engine.containers.list(all=True, filters={"label": "dev.deliver.app"}):
+        container.remove(force=True)
+    for state in (sandbox_config.state_dir / "hosts").glob("*/release-state.json"):
+        state.unlink()
+    nginx_dir = sandbox_config.component_dir("nginx")
+    (nginx_dir / "production-upstream.conf").write_text(nginx_upstream(slot_port=8101))
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine, registry, base_image, sandbox_config, prefect_api):
+    """Every variant of the sample built and pushed; name -> repository@sha256:..."""
+    reset_hosts(docker_engine, sandbox_config)
+    repository = f"{registry['address']}/{REPOSITORY}"
+    auth = {"username": registry["username"], "password": registry["password"]}
+    found = {}
+    for name, args in VARIANTS.items():
+        docker_engine.images.build(
+            path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{name}",
+            buildargs={"BASE_IMAGE": base_image, **args}, rm=True,
+        )  # fmt: skip
+        stream = docker_engine.api.push(
+            repository, tag=name, stream=True, decode=True, auth_config=auth
+        )
+        outcome = read_push_stream(stream)
+        assert outcome.digest, outcome.error
+        found[name] = f"{repository}@{outcome.digest}"
+    yield found
+    reset_hosts(docker_engine, sandbox_config)
+
+
+def run_release(image: str, environment: str, version: str, **extra: Any) -> tuple[Any, Any]:
+    parameters = ReleaseParameters(
+        image=image, environment=environment, version=version, git_sha=SHA,  # type: ignore[arg-type]
+        requested_by="tester", **extra,
+    )  # fmt: skip
+    state = release(parameters, return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def host_state(sandbox_config: Any, environment: str) -> dict[str, Any]:
+    path = sandbox_config.state_dir / "hosts" / environment / "release-state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def version_at(url: str) -> str | None:
+    try:
+        return str(httpx.get(f"{url}/health", timeout=2).json().get("version"))
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def test_staging_release_then_next_release_moves_slots(images, sandbox_config, docker_engine):
+    """Two staging releases: the first goes live in blue, the second in green, blue retired."""
+    state, first = run_release(images["v1"], "staging", "1.0.1")
+    assert state.is_completed(), first
+    assert (first.slot, version_at(first.url)) == ("blue", "1.0.1")
+    state, second = run_release(images["v2"], "staging", "1.0.2")
+    assert state.is_completed(), second
+    assert (second.slot, second.previous, version_at(second.url)) == ("green", "1.0.1", "1.0.2")
+    assert version_at(first.url) is None  # the old slot was stopped
+    live = host_state(sandbox_config, "staging")["live"]
+    assert (live["version"], live["slot"], live["image"]) == ("1.0.2", "green", images["v2"])
+
+
+def test_staging_health_failure_leaves_previous_serving(images, sandbox_config):
+    """A release whose health fails is stopped; the previous version keeps serving."""
+    before = host_state(sandbox_config, "staging")["live"]
+    staging = cast(DeployTarget, DeployTarget.load("staging"))
+    DeployTarget(**{**staging.model_dump(), "health_timeout_s": 3.0}).save(
+        "staging-quick-health", overwrite=True
+    )
+    state, error = run_release(
+        images["broken-health"], "staging", "6.6.6", target_block="staging-quick-health"
+    )
+    assert state.is_failed()
+    assert isinstance(error, HealthCheckFailed)
+    after = host_state(sandbox_config, "staging")
+    assert after["live"] == before
+    assert after["history"][-1]["outcome"] == "failed"
+    ports = sandbox_config.slot_ports
+    live_port = next(p for s, p in ports[_env("staging")].items() if s.value == before["slot"])
+    idle_port = next(p for s, p in ports[_env("staging")].items() if s.value != before["slot"])
+    assert version_at(f"http://127.0.0.1:{live_port}") == before["version"]
+    assert version_at(f"http://127.0.0.1:{idle_port}") is None
+
+
+def _env(name: str) -> Any:
+    from deliver.sandbox.config import Environment
+
+    return Environment(name)
+
+
+def test_production_blue_green_switch(images, sandbox_config):
+    """Production releases switch nginx to the new slot; the front serves the new version."""
+    front = sandbox_config.production_front_url
+    state, first = run_release(images["v1"], "production", "1.0.1")
+    assert state.is_completed(), first
+    assert version_at(front) == "1.0.1"
+    state, second = run_release(images["v2"], "production", "1.0.2")
+    assert state.is_completed(), second
+    assert second.slot != first.slot
+    assert version_at(front) == "1.0.2"
+    upstream = (sandbox_config.component_dir("nginx") / "production-upstream.conf").read_text()
+    assert str(sandbox_config.slot_ports[_env("production")][_slot(second.slot)]) in upstream
+
+
+def _slot(name: str) -> Any:
+    from deliver.sandbox.config import Slot
+
+    return Slot(name)
+
+
+def test_production_smoke_failure_switches_back(images, sandbox_config):
+    """Healthy but failing its smoke checks through nginx: traffic goes back, the bad slot stops."""
+    front = sandbox_config.production_front_url
+    live_before = host_state(sandbox_config, "production")["live"]
+    state, error = run_release(images["broken-stats"], "production", "7.7.7")
+    assert state.is_failed()
+    assert isinstance(error, SmokeCheckFailed)
+    assert "/stats/ACME" in str(error)
+    answered = {version_at(front) for _ in range(50)}
+    assert answered == {live_before["version"]}
+    assert host_state(sandbox_config, "production")["live"] == live_before
+
+
+def test_unknown_host_key_runs_nothing(images, sandbox_config, docker_engine):
+    """A target whose pinned key is another host's is refused before any command runs."""
+    staging = cast(DeployTarget, DeployTarget.load("staging"))
+    production_key = (sandbox_config.component_dir("ssh-production") / "host_key.pub").read_text()
+    # A fresh block (model_copy would keep staging's document id and overwrite it).
+    wrong = DeployTarget(**{**staging.model_dump(), "host_keys": [production_key.strip()]})
+    wrong.save("staging-wrong-key", overwrite=True)
+    before = host_state(sandbox_config, "staging")
+    running = {c.name for c in docker_engine.containers.list()}
+    state, error = run_release(images["v1"], "staging", "1.0.1", target_block="staging-wrong-key")
+    assert state.is_failed()
+    assert isinstance(error, HostKeyRejected)
+    assert "no command was run" in str(error)
+    assert host_state(sandbox_config, "staging") == before
+    assert {c.name for c in docker_engine.containers.list()} == running
+
+
+HOSTILE = [
+    "1.0; rm -rf /", "$(id)", "`id`", "1.0\nid", "'quoted'", '"dq"', "-rf", "--help", "a b",
+    "1.0|cat", "1.0&&id", "${HOME}", "1.0>out", "<in", "*", "~root", "1.0\\", "a\tb", "",
+    "\x00nul", "ünï", "../../etc", "1.0;", "-", "$'x'",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_labels_are_refused(value):
+    """Shell syntax, whitespace, quotes or a leading '-' in version or requester: refused."""
+    digest = "127.0.0.1:5001/app@sha256:" + "a" * 64
+    with pytest.raises(ValidationError):
+        ReleaseParameters(image=digest, environment="staging", version=value, git_sha=SHA,
+                          requested_by="tester")  # fmt: skip
+    with pytest.raises(ValidationError):
+        ReleaseParameters(image=digest, environment="staging", version="1.0", git_sha=SHA,
+                          requested_by=value)  # fmt: skip
+
+
+def test_hostile_values_arrive_remotely_as_one_argument(sandbox_config):
+    """Each hostile value, passed over SSH, reaches the remote command as one unchanged argument."""
+    folder = sandbox_config.component_dir("ssh-staging")
+    address = SshAddress(
+        host="127.0.0.1", port=sandbox_config.ssh_ports[_env("staging")], user="root"
+    )
+    key = load_private_key((folder / "deploy_key").read_text(), block="test")
+    keys = pinned_host_keys(address, [(folder / "host_key.pub").read_text()], block="test")
+    values = [v for v in HOSTILE if "\x00" not in v]  # argv cannot carry NUL anywhere
+    with Remote(address, private_key=key, host_keys=keys) as remote:
+        for value in values:
+            result = remote.run(["sh", "-c", 'printf "%s|%s" "$#" "$1"', "probe", value])
+            assert result.stdout == f"1|{value}", value
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["127.0.0.1:5001/app:latest", "app", "127.0.0.1:5001/app@sha256:abc",
+     "127.0.0.1:5001/app@sha256:" + "A" * 64, "x@sha256:" + "a" * 64 + ";id"],
+)  # fmt: skip
+def test_images_must_be_by_digest(image):
+    """A tag, a short or uppercase digest, or trailing syntax: refused before a host is touched."""
+    with pytest.raises(ValidationError, match="image"):
+        ReleaseParameters(image=image, environment="staging", version="1.0", git_sha=SHA,
+                          requested_by="tester")  # fmt: skip
+
+
+def test_five_releases_keep_three_versions(images, sandbox_config, docker_engine):
+    """After five releases, exactly the three newest are kept, the live one among them."""
+    for name in ("k1", "k2", "k3", "k4", "k5"):
+        state, result = run_release(images[name], "staging", VARIANTS[name]["VERSION"])
+        assert state.is_completed(), result
+    kept = host_state(sandbox_config, "staging")["kept"]
+    assert kept == [images["k5"], images["k4"], images["k3"]]
+    assert host_state(sandbox_config, "staging")["live"]["image"] in kept
+    for name in ("k1", "k2"):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_engine.images.get(images[name])
+            pytest.fail(f"{name} should have been pruned from the host")
+    for name in ("k3", "k4", "k5"):
+        docker_engine.images.get(images[name])
+
+
+def test_host_state_file_is_private(images, sandbox_config):
+    """The host's release state is written atomically with owner-only permissions."""
+    path = Path(sandbox_config.state_dir / "hosts" / "staging" / "release-state.json")
+    assert path.exists()
+    assert path.stat().st_mode & 0o077 == 0
