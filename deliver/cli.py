@@ -80,6 +80,38 @@ def _ci(args: argparse.Namespace) -> int:
     return ci_command.run(args)
 
 
+def _use_prefect(args: argparse.Namespace) -> None:
+    if getattr(args, "sandbox", False):
+        from deliver.ci_command import use_sandbox
+
+        use_sandbox()
+
+
+def _approvals(args: argparse.Namespace) -> int:
+    _use_prefect(args)
+    from deliver.approvals import waiting_releases
+
+    waiting = waiting_releases()
+    if args.json:
+        print(json.dumps([w.to_json() for w in waiting], indent=2))
+    elif not waiting:
+        print("No release is waiting for approval.")
+    for w in [] if args.json else waiting:
+        print(f"{w.run_id}  {w.environment}  {w.version}  requested by {w.requested_by}  "
+              f"waiting since {w.waiting_since}\n    {w.image}")  # fmt: skip
+    return EXIT_OK
+
+
+def _decide(args: argparse.Namespace, decision: str) -> int:
+    _use_prefect(args)
+    from deliver.approvals import decide
+
+    decide(args.run_id, decision=decision, approver=args.approver, reason=args.reason or "",
+           code=args.code or "")  # fmt: skip
+    print(f"{decision} sent to {args.run_id}; the run checks it against its approval policy.")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deliver", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     ci = commands.add_parser("ci", help="run the CI pipeline (checks, build, test, scan, push)")
     add_arguments(ci)
     ci.set_defaults(handler=_ci)
+
+    waiting = commands.add_parser("approvals", help="releases waiting for approval")
+    waiting.add_argument("--json", action="store_true", help="print as JSON")
+    waiting.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    waiting.set_defaults(handler=_approvals)
+    for verb in ("approve", "reject"):
+        decide = commands.add_parser(verb, help=f"{verb} a waiting release")
+        decide.add_argument("run_id", help="the waiting flow run's id (see `deliver approvals`)")
+        decide.add_argument("--approver", required=True, help="your name, as the policy lists it")
+        decide.add_argument("--reason", help="why (required to reject)")
+        decide.add_argument("--code", help="your one-time code, if the policy gives you one")
+        decide.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+        decide.set_defaults(handler=lambda a, v=verb: _decide(a, v))
 
     box = commands.add_parser("sandbox", help="the local delivery sandbox on loopback")
     actions = box.add_subparsers(dest="action", required=True, metavar="ACTION")

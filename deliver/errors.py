@@ -186,3 +186,12 @@ class SmokeCheckFailed(ReleaseError):
     def __init__(self, *, where: str, failures: list[str]) -> None:
         self.where, self.failures = where, failures
         super().__init__(f"Smoke checks failed at {where}: " + "; ".join(failures))
+
+
+class NotOnStaging(ReleaseError):
+    def __init__(self, *, image: str, staging: str, live: str) -> None:
+        self.image = image
+        super().__init__(
+            f"{image} is not live on {staging!r} (live there: {live}); "
+            "release it to staging first, then to production."
+        )

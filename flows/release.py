@@ -12,11 +12,16 @@ import datetime
 import time
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task
-from prefect.runtime import flow_run
+from prefect import State, flow, get_run_logger, task
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.input import RunInput
+from prefect.runtime import deployment, flow_run
+from prefect.states import Cancelled
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deliver.errors import HealthCheckFailed, ReleaseError, SmokeCheckFailed
+from deliver.errors import HealthCheckFailed, NotOnStaging, ReleaseError, SmokeCheckFailed
+from deliver.planning.approval import Decision
 from deliver.planning.release import (
     HostState,
     Release,
@@ -27,6 +32,12 @@ from deliver.planning.release import (
     label_problem,
     nginx_upstream,
     target_slot,
+)
+from deliver.tasks.approval import (
+    check_decision,
+    evidence_markdown,
+    find_ci_evidence,
+    read_approval_timeout,
 )
 from deliver.tasks.deploy import (
     TargetView,
@@ -54,6 +65,12 @@ class ReleaseParameters(BaseModel):
     requested_by: str = Field(description="Who asked for this release.")
     target_block: str | None = Field(
         default=None, description="DeployTarget block name; defaults to the environment's name."
+    )
+    staging_block: str = Field(
+        default="staging", description="DeployTarget where production releases must be live first."
+    )
+    approval_policy: str = Field(
+        default="production-approvals", description="ApprovalPolicy block for production."
     )
 
     @field_validator("image")
@@ -91,6 +108,22 @@ def _token(kind: str, value: str) -> str:
     return value
 
 
+class ApprovalDecision(RunInput):
+    """The resume form of a production release waiting for approval."""
+
+    decision: Literal["approve", "reject"] = Field(description="Approve or reject the release.")
+    approver: str = Field(description="Your name, as the approval policy lists it.")
+    reason: str = Field(default="", description="Why; required to reject.")
+    code: str = Field(default="", description="Your one-time code, if the policy gives you one.")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    approver: str
+    reason: str
+    at: str
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ReleaseResult:
     environment: str
@@ -101,6 +134,7 @@ class ReleaseResult:
     previous: str | None
     pruned: tuple[str, ...]
     timings_s: dict[str, float]
+    approval: Approval | None = None
 
 
 def _now() -> str:
@@ -123,12 +157,65 @@ def smoke_test(base_url: str, checks: tuple[Any, ...]) -> int:
     return len(checks)
 
 
-def _record(params: ReleaseParameters, outcome: str, detail: str = "") -> dict[str, Any]:
-    return {
+def _record(
+    params: ReleaseParameters, outcome: str, detail: str = "", approval: Approval | None = None
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
         "at": _now(), "outcome": outcome, "version": params.version, "image": params.image,
         "git_sha": params.git_sha, "requested_by": params.requested_by,
         "flow_run": str(flow_run.get_id() or ""), "detail": detail[:500],
     }  # fmt: skip
+    if approval is not None:
+        record["approval"] = dataclasses.asdict(approval)
+    return record
+
+
+def _wait_for_decision(form: type[ApprovalDecision], timeout_s: int, key: str) -> ApprovalDecision:
+    """Suspend when run from a deployment (no process held while waiting), else pause."""
+    if deployment.id:
+        return suspend_flow_run(wait_for_input=form, timeout=timeout_s, key=key)
+    return pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=1, key=key)
+
+
+def await_approval(params: ReleaseParameters, production: HostState) -> Approval | State[Any]:
+    """The approval that lets production change, or the final state when there is none."""
+    logger = get_run_logger()
+    staging = read_host_state(params.staging_block)
+    if staging.live is None or staging.live.image != params.image:
+        on_staging = staging.live.image if staging.live else "nothing"
+        raise NotOnStaging(image=params.image, staging=params.staging_block, live=on_staging)
+    evidence = evidence_markdown(
+        image=params.image, version=params.version, git_sha=params.git_sha,
+        requested_by=params.requested_by, production=production, staging=staging,
+        ci=find_ci_evidence(params.image.rsplit("@", 1)[1]),
+    )  # fmt: skip
+    form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
+    timeout_s = int(read_approval_timeout(params.approval_policy))
+    deadline = time.monotonic() + timeout_s
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = max(1, int(deadline - time.monotonic()))
+        try:
+            answer = _wait_for_decision(form, remaining, key=f"approval-{attempt}")
+        except FlowPauseTimeout:
+            # Past the pause deadline the server allows no other transition: it ends the run
+            # as Failed("The flow was paused and never resumed."). Say why, and change nothing.
+            message = f"No decision within {timeout_s} s: production was not changed."
+            logger.warning(message)
+            return Cancelled(message=message)
+        decision = Decision(decision=answer.decision, approver=answer.approver,
+                            reason=answer.reason, code=answer.code)  # fmt: skip
+        refused = check_decision(params.approval_policy, decision, params.requested_by)
+        if refused:
+            logger.warning("Resume refused (%s); still waiting for a valid decision.", refused)
+            continue
+        if decision.decision == "reject":
+            message = f"Rejected by {decision.approver}: {decision.reason}"
+            logger.info(message)
+            return Cancelled(message=message + " Production was not changed.")
+        logger.info("Approved by %s: %s", decision.approver, decision.reason or "(no reason)")
+        return Approval(approver=decision.approver, reason=decision.reason, at=_now())
 
 
 def _verify_candidate(target: TargetView, slot: Slot, timings: dict[str, float]) -> None:
@@ -171,7 +258,7 @@ def _switch_and_verify(
 
 
 @flow(name="release", log_prints=True)
-def release(parameters: ReleaseParameters) -> ReleaseResult:
+def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     """Deploy `parameters.image` to its environment; on failure the old version keeps serving."""
     logger = get_run_logger()
     block = parameters.block
@@ -179,6 +266,14 @@ def release(parameters: ReleaseParameters) -> ReleaseResult:
     state = read_host_state(block)
     slot = target_slot(state)
     timings: dict[str, float] = {}
+    approval = None
+    if target.environment == "production":
+        decided = await_approval(parameters, state)
+        if not isinstance(decided, Approval):
+            return decided
+        approval = decided
+        state = read_host_state(block)  # what is live may have changed while waiting
+        slot = target_slot(state)
     logger.info(
         "Releasing %s to %s (%s slot); live now: %s", parameters.version, target.environment,
         slot.value, state.live.version if state.live else "nothing",
@@ -203,7 +298,7 @@ def release(parameters: ReleaseParameters) -> ReleaseResult:
         slot=slot, since=_now(),
     )  # fmt: skip
     new_state, pruned = after_success(
-        state, new, target.keep_versions, _record(parameters, "released")
+        state, new, target.keep_versions, _record(parameters, "released", approval=approval)
     )
     write_host_state(block, new_state)
     left = prune_images(block, list(pruned)) if pruned else []
@@ -223,4 +318,5 @@ def release(parameters: ReleaseParameters) -> ReleaseResult:
         previous=state.live.version if state.live else None,
         pruned=tuple(image for image in pruned if image not in left),
         timings_s=timings,
+        approval=approval,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -12,8 +14,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from blocks.approval_policy import ApprovalPolicy
 from blocks.deploy_target import DeployTarget
-from deliver.errors import HealthCheckFailed, HostKeyRejected, SmokeCheckFailed
+from deliver.approvals import decide, waiting_releases
+from deliver.errors import HealthCheckFailed, HostKeyRejected, NotOnStaging, SmokeCheckFailed
+from deliver.planning.approval import decode_secret, totp
 from deliver.planning.registry import read_push_stream
 from deliver.planning.release import nginx_upstream
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
@@ -72,6 +77,47 @@ def run_release(image: str, environment: str, version: str, **extra: Any) -> tup
     return state, state.result(raise_on_failure=False)
 
 
+def waiting_run(version: str, timeout_s: float = 60.0) -> str:
+    """The id of the production release of `version` once it waits for approval."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for waiting in waiting_releases():
+            if waiting.version == version and waiting.environment == "production":
+                return waiting.run_id
+        time.sleep(0.2)
+    raise AssertionError(f"no production release of {version} is waiting for approval")
+
+
+class ProductionRelease:
+    """A production release running in a thread, so the test can act as the approver."""
+
+    def __init__(self, image: str, version: str, **extra: Any) -> None:
+        self.version, self.outcome = version, cast(tuple[Any, Any], (None, None))
+        self.thread = threading.Thread(target=self._run, args=(image, version, extra), daemon=True)
+        self.thread.start()
+
+    def _run(self, image: str, version: str, extra: dict[str, Any]) -> None:
+        self.outcome = run_release(image, "production", version, **extra)
+
+    def decide(self, decision: str = "approve", approver: str = "demo-approver", **kw: str) -> None:
+        decide(waiting_run(self.version), decision=decision, approver=approver,
+               reason=kw.get("reason", ""), code=kw.get("code", ""))  # fmt: skip
+
+    def result(self) -> tuple[Any, Any]:
+        self.thread.join(timeout=180)
+        assert not self.thread.is_alive(), "the release did not finish"
+        return self.outcome
+
+
+def ship(image: str, version: str, **extra: Any) -> tuple[Any, Any]:
+    """Staging, then production approved by the sandbox's demo approver."""
+    state, result = run_release(image, "staging", version)
+    assert state.is_completed(), result
+    production = ProductionRelease(image, version, **extra)
+    production.decide(reason="tests pass")
+    return production.result()
+
+
 def host_state(sandbox_config: Any, environment: str) -> dict[str, Any]:
     path = sandbox_config.state_dir / "hosts" / environment / "release-state.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -128,11 +174,15 @@ def _env(name: str) -> Any:
 def test_production_blue_green_switch(images, sandbox_config):
     """Production releases switch nginx to the new slot; the front serves the new version."""
     front = sandbox_config.production_front_url
-    state, first = run_release(images["v1"], "production", "1.0.1")
+    state, first = ship(images["v1"], "1.0.1")
     assert state.is_completed(), first
     assert version_at(front) == "1.0.1"
-    state, second = run_release(images["v2"], "production", "1.0.2")
+    state, second = ship(images["v2"], "1.0.2")
     assert state.is_completed(), second
+    assert second.approval.approver == "demo-approver"
+    record = host_state(sandbox_config, "production")["history"][-1]
+    assert record["approval"]["approver"] == "demo-approver"
+    assert record["approval"]["reason"] == "tests pass"
     assert second.slot != first.slot
     assert version_at(front) == "1.0.2"
     upstream = (sandbox_config.component_dir("nginx") / "production-upstream.conf").read_text()
@@ -149,7 +199,19 @@ def test_production_smoke_failure_switches_back(images, sandbox_config):
     """Healthy but failing its smoke checks through nginx: traffic goes back, the bad slot stops."""
     front = sandbox_config.production_front_url
     live_before = host_state(sandbox_config, "production")["live"]
-    state, error = run_release(images["broken-stats"], "production", "7.7.7")
+    staging = cast(DeployTarget, DeployTarget.load("staging"))
+    DeployTarget(**{**staging.model_dump(), "smoke_checks": []}).save(
+        "staging-no-smoke", overwrite=True
+    )  # the broken build must reach staging to be offered to production
+    state, _ = run_release(
+        images["broken-stats"], "staging", "7.7.7", target_block="staging-no-smoke"
+    )
+    assert state.is_completed()
+    production = ProductionRelease(
+        images["broken-stats"], "7.7.7", staging_block="staging-no-smoke"
+    )
+    production.decide(reason="smoke drill")
+    state, error = production.result()
     assert state.is_failed()
     assert isinstance(error, SmokeCheckFailed)
     assert "/stats/ACME" in str(error)
@@ -242,3 +304,52 @@ def test_host_state_file_is_private(images, sandbox_config):
     path = Path(sandbox_config.state_dir / "hosts" / "staging" / "release-state.json")
     assert path.exists()
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_rejection_leaves_production_unchanged(images, sandbox_config):
+    """A rejected release ends Cancelled with the reason, and production is not touched."""
+    before = host_state(sandbox_config, "production")["live"]
+    state, _ = run_release(images["v1"], "staging", "1.0.1")
+    assert state.is_completed()
+    production = ProductionRelease(images["v1"], "1.0.1")
+    production.decide("reject", reason="freeze week")
+    state, _ = production.result()
+    assert state.is_cancelled()
+    assert "freeze week" in (state.message or "")
+    assert host_state(sandbox_config, "production")["live"] == before
+
+
+def test_approval_timeout_changes_nothing(images, sandbox_config):
+    """No decision within the policy's timeout: the run ends and production is not changed."""
+    ApprovalPolicy(approvers=["demo-approver"], timeout_s=3).save("quick-approvals", overwrite=True)
+    before = host_state(sandbox_config, "production")["live"]
+    state, _ = run_release(images["v2"], "staging", "1.0.2")
+    assert state.is_completed()
+    state, _ = run_release(images["v2"], "production", "1.0.2", approval_policy="quick-approvals")
+    assert state.is_final()
+    assert not state.is_completed()
+    assert "never resumed" in (state.message or "")  # Prefect's own words for an expired pause
+    assert host_state(sandbox_config, "production")["live"] == before
+
+
+def test_resume_violating_the_policy_keeps_waiting(images, sandbox_config):
+    """A stranger, or the requester approving themself, is refused; alice's valid code is not."""
+    state, _ = run_release(images["v1"], "staging", "1.0.1")
+    assert state.is_completed()
+    production = ProductionRelease(images["v1"], "1.0.1")
+    production.decide(approver="mallory")
+    production.decide(approver="alice", code="000000")
+    assert production.thread.is_alive()
+    saved = json.loads((sandbox_config.state_dir / "state.json").read_text())
+    secret = saved["credentials"]["approver-alice"]["totp_secret"]
+    production.decide(approver="alice", code=totp(decode_secret(secret), at=time.time()))
+    state, result = production.result()
+    assert state.is_completed(), result
+    assert result.approval.approver == "alice"
+
+
+def test_production_needs_the_digest_live_on_staging(images, sandbox_config):
+    """An image that staging does not serve is refused before waiting for anyone."""
+    state, error = run_release(images["k1"], "production", "2.0.1")
+    assert state.is_failed()
+    assert isinstance(error, NotOnStaging)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import getpass
+import secrets
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from deliver.sandbox.component import Component, ComponentStatus, Context
 from deliver.sandbox.config import LOOPBACK, Environment
 from deliver.sandbox.registry import Registry
 
 REGISTRY_BLOCK = "sandbox-registry"
+APPROVAL_POLICY = "production-approvals"
+DEMO_APPROVER = "demo-approver"
 SAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "stock-api" / "deliver.yaml"
 
 
@@ -67,6 +73,7 @@ class PrefectBlocks(Component):
     def up(self, ctx: Context) -> ComponentStatus:
         from prefect_docker.credentials import DockerRegistryCredentials
 
+        from blocks.approval_policy import ApprovalPolicy
         from blocks.deploy_target import DeployTarget
 
         username, password = Registry().credentials(ctx)
@@ -81,8 +88,20 @@ class PrefectBlocks(Component):
                 DeployTarget(**deploy_target_fields(ctx, environment)).save(
                     environment.value, overwrite=True
                 )
+            ApprovalPolicy(
+                approvers=[DEMO_APPROVER, "alice"],
+                totp_secrets={"alice": SecretStr(self.alice_secret(ctx))},
+            ).save(APPROVAL_POLICY, overwrite=True)
         ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r} and DeployTargets 'staging', 'production'")
         return self.status(ctx)
+
+    def alice_secret(self, ctx: Context) -> str:
+        """The sandbox approver 'alice' proves herself with a TOTP code from this secret."""
+        found = ctx.state.credentials("approver-alice")
+        if not found:
+            found = {"totp_secret": base64.b32encode(secrets.token_bytes(20)).decode()}
+            ctx.state.set_credentials("approver-alice", found)
+        return found["totp_secret"]
 
     def status(self, ctx: Context) -> ComponentStatus:
         from prefect_docker.credentials import DockerRegistryCredentials

@@ -1,0 +1,80 @@
+"""Approval before production: the evidence shown to the approver, and the policy check."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+from prefect import get_client, task
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
+
+from blocks.approval_policy import ApprovalPolicy
+from deliver.planning.approval import Decision, PolicyView, refusal
+from deliver.planning.release import HostState
+
+
+@task(name="check_decision")
+def check_decision(policy_block: str, decision: Decision, requester: str) -> str | None:
+    """Why `decision` fails the policy, or None; the secrets stay inside this task."""
+    policy = cast(ApprovalPolicy, ApprovalPolicy.load(policy_block))
+    view = PolicyView(
+        approvers=tuple(policy.approvers),
+        allow_self_approval=policy.allow_self_approval,
+        totp_secrets={name: s.get_secret_value() for name, s in policy.totp_secrets.items()},
+    )
+    return refusal(view, decision, requester=requester, at=time.time())
+
+
+@task(name="read_approval_timeout")
+def read_approval_timeout(policy_block: str) -> float:
+    return float(cast(ApprovalPolicy, ApprovalPolicy.load(policy_block)).timeout_s)
+
+
+@task(name="find_ci_evidence")
+def find_ci_evidence(digest: str) -> str:
+    """The CI result artifact that produced `digest` (checks and scan), or a note that none did."""
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="ci-%")),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=200,
+            )
+
+    import asyncio
+
+    for artifact in asyncio.run(read()):
+        data = str(artifact.data or "")
+        if digest in data and data.startswith("# CI of"):
+            return data
+    return f"No CI result on this server names {digest}."
+
+
+def evidence_markdown(
+    *,
+    image: str,
+    version: str,
+    git_sha: str,
+    requested_by: str,
+    production: HostState,
+    staging: HostState,
+    ci: str,
+) -> str:
+    """What the approver sees on the resume form."""
+    live = production.live
+    now = f"{live.version} (`{live.image}`) since {live.since}" if live else "nothing yet"
+    on_staging = staging.live
+    staged = f"live since {on_staging.since}" if on_staging else "not live"
+    last = staging.history[-1] if staging.history else {}
+    return (
+        f"## Release {version} to production\n\n"
+        f"- image: `{image}`\n- commit: `{git_sha}`\n- requested by: {requested_by}\n"
+        f"- production now: {now}\n"
+        f"- staging: {staged}; last staging release: {last.get('outcome', '-')} "
+        f"at {last.get('at', '-')} (health and smoke checks passed)\n\n"
+        f"### CI\n\n{ci.removeprefix('# ')}\n\n"
+        "Approve or reject below: your name, and a reason (required to reject). "
+        "Approvers with a one-time code secret must give their current code."
+    )

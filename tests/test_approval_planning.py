@@ -1,0 +1,65 @@
+"""One-time codes (RFC 6238 test vectors) and the approval policy."""
+
+import base64
+
+import pytest
+
+from deliver.planning.approval import Decision, PolicyView, refusal, totp, verify_totp
+
+RFC_SECRET = b"12345678901234567890"
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [(59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"),
+     (1234567890, "89005924"), (2000000000, "69279037"), (20000000000, "65353130")],
+)  # fmt: skip
+def test_rfc6238_sha1_vectors(at, expected):
+    """The SHA-1 test vectors of RFC 6238, appendix B (8 digits)."""
+    assert totp(RFC_SECRET, at=at, digits=8) == expected
+
+
+def test_verify_accepts_one_step_of_drift_only():
+    """A code from the previous 30 s step verifies; one from three steps ago does not."""
+    secret = base64.b32encode(RFC_SECRET).decode()
+    now = 1_700_000_000.0
+    assert verify_totp(secret, totp(RFC_SECRET, at=now - 30), at=now)
+    assert not verify_totp(secret, totp(RFC_SECRET, at=now - 90), at=now)
+
+
+POLICY = PolicyView(
+    approvers=("alice", "bob"),
+    allow_self_approval=False,
+    totp_secrets={"alice": base64.b32encode(RFC_SECRET).decode()},
+)
+
+
+def decide(decision="approve", approver="bob", reason="", code="") -> str | None:
+    return refusal(
+        POLICY,
+        Decision(decision=decision, approver=approver, reason=reason, code=code),
+        requester="carol",
+        at=1_700_000_000.0,
+    )
+
+
+def test_policy_accepts_an_approver():
+    """An approver without a secret approves with no code."""
+    assert decide() is None
+
+
+def test_policy_refuses_strangers_self_approval_bare_rejections_and_bad_codes():
+    """Not an approver, the requester approving, a rejection with no reason, a wrong code."""
+    assert "not an approver" in (decide(approver="mallory") or "")
+    assert "needs a reason" in (decide(decision="reject") or "")
+    assert "wrong" in (decide(approver="alice", code="000000") or "")
+    self_policy = refusal(
+        POLICY, Decision(decision="approve", approver="bob", reason="", code=""),
+        requester="bob", at=0,
+    )  # fmt: skip
+    assert "may not approve" in (self_policy or "")
+
+
+def test_policy_accepts_a_right_code():
+    """An approver with a secret approves with the current code."""
+    assert decide(approver="alice", code=totp(RFC_SECRET, at=1_700_000_000.0)) is None
