@@ -19,7 +19,7 @@ test: install
 
 demo: install
 	$(BIN)/deliver sandbox up
-	$(BIN)/python -m deliver.demo
+	APPROVE=$(APPROVE) $(BIN)/python -m deliver.demo
 
 lint: install
 	$(BIN)/ruff check .

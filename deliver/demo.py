@@ -1,24 +1,67 @@
-"""`make demo`: the main job on the local sandbox.
+"""`make demo`: the sample service through CI, staging, approval and production on the sandbox.
 
-For now the job is the CI half: the sample service through checks, image build, container test,
-scan and push to the sandbox registry, then the same commit again to show that nothing is done
-twice. The release flow extends it to staging, approval and production.
+    make demo              # stops at the approval and prints how to give it
+    make demo APPROVE=1    # approves as the sandbox's demo approver and finishes in production
+
+Releases run as deployments on the sandbox's worker, so a production release waiting for
+approval is suspended on the server and holds no process: it survives the demo's exit.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
 
 from deliver import sandbox
 from deliver.ci_command import current_ref, run_ci, summary, use_sandbox
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_SPEC = "examples/stock-api/deliver.yaml"
+DEMO_APPROVER = "demo-approver"
 
 
 def step(title: str) -> None:
     print(f"\n==> {title}", flush=True)
+
+
+def deploy_release(work_pool: str) -> UUID:
+    from prefect import Flow
+
+    source = Flow.from_source(source=str(PROJECT_DIR), entrypoint="flows/release.py:release")
+    flow = cast(Flow[..., Any], source)
+    return cast(UUID, flow.deploy(name="sandbox", work_pool_name=work_pool,
+                                  print_next_steps=False, ignore_warnings=True))  # fmt: skip
+
+
+def start_release(deployment_id: UUID, parameters: dict[str, Any]) -> UUID:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    run = cast(FlowRun, run_deployment(deployment_id, parameters={"parameters": parameters},
+                                       timeout=0))  # fmt: skip
+    return run.id
+
+
+def wait_for(run_id: UUID, *, until: set[str], timeout_s: float = 300) -> Any:
+    import asyncio
+
+    from prefect import get_client
+
+    async def read() -> Any:
+        async with get_client() as client:
+            return await client.read_flow_run(run_id)
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = asyncio.run(read())
+        if run.state and (run.state.type.value in until or run.state.is_final()):
+            return run
+        time.sleep(1)
+    raise SystemExit(f"flow run {run_id} did not reach {until} within {timeout_s:.0f} s")
 
 
 def main() -> int:
@@ -35,29 +78,61 @@ def main() -> int:
     implied = use_sandbox()
     from flows.ci import CiParameters  # after use_sandbox: Prefect reads its settings at import
 
-    parameters = CiParameters(
-        repo=str(PROJECT_DIR),
-        ref=current_ref(str(PROJECT_DIR)),
-        spec_path=SAMPLE_SPEC,
-        advisory_url=implied["advisory_url"],
-        build_args={"BASE_IMAGE": implied["base_image"]},
-        cache_dir=implied["cache_dir"],
-    )
     ui = config.prefect_api_url.removesuffix("/api")
-    for title in ("CI of the sample service (examples/stock-api)", "The same commit again"):
-        step(title)
-        state, value = run_ci(parameters)
-        link = f"{ui}/runs/flow-run/{state.state_details.flow_run_id}"
-        if not state.is_completed():
-            print(f"ci-pipeline {state.name}: {value}\n  see {link}", file=sys.stderr)
-            return 1
-        print(summary(value))
-        print(f"  flow run: {link}")
-    print(
-        f"\nIn the Prefect UI ({ui}): the two ci-pipeline runs (the second shows its checks, "
-        "container test and scan as Cached), and under Artifacts: ci-stock-api, "
-        "ci-checks-stock-api, scan-stock-api and sbom-stock-api."
-    )
+    step("CI of the sample service (examples/stock-api)")
+    parameters = CiParameters(
+        repo=str(PROJECT_DIR), ref=current_ref(str(PROJECT_DIR)), spec_path=SAMPLE_SPEC,
+        advisory_url=implied["advisory_url"], build_args={"BASE_IMAGE": implied["base_image"]},
+        cache_dir=implied["cache_dir"],
+    )  # fmt: skip
+    state, ci = run_ci(parameters)
+    if not state.is_completed():
+        print(f"ci-pipeline {state.name}: {ci}", file=sys.stderr)
+        return 1
+    print(summary(ci))
+    print(f"  flow run: {ui}/runs/flow-run/{state.state_details.flow_run_id}")
+
+    deployment_id = deploy_release(config.work_pool)
+    release = {"image": ci.image, "version": ci.version, "git_sha": ci.sha,
+               "requested_by": "demo"}  # fmt: skip
+    step(f"Staging release of {ci.version} (deployment release/sandbox on the worker)")
+    run = wait_for(start_release(deployment_id, {**release, "environment": "staging"}),
+                   until={"COMPLETED"})  # fmt: skip
+    print(f"  {run.state.name}: {ui}/runs/flow-run/{run.id}")
+    if run.state.type.value != "COMPLETED":
+        return 1
+
+    step(f"Production release of {ci.version}: waiting for approval")
+    run_id = start_release(deployment_id, {**release, "environment": "production"})
+    run = wait_for(run_id, until={"PAUSED"})
+    if run.state.type.value != "PAUSED":
+        print(f"  {run.state.name}: {run.state.message}", file=sys.stderr)
+        return 1
+    print(f"  waiting: {ui}/runs/flow-run/{run_id} (the Resume button shows the evidence)")
+    command = (f"deliver approve {run_id} --approver {DEMO_APPROVER} "
+               "--reason 'staging checks passed' --sandbox")  # fmt: skip
+    print(f"  approve from the command line: .venv/bin/{command}")
+    if os.environ.get("APPROVE") != "1":
+        print("\nRun `make demo APPROVE=1` to approve as the demo approver instead.")
+        return 0
+
+    from deliver.approvals import decide
+
+    decide(str(run_id), decision="approve", approver=DEMO_APPROVER,
+           reason="staging checks passed", code="")  # fmt: skip
+    run = wait_for(run_id, until={"COMPLETED"})
+    print(f"  {run.state.name}: {ui}/runs/flow-run/{run_id}")
+    if run.state.type.value != "COMPLETED":
+        return 1
+    step("What is live where")
+    print(f"  production: {config.production_front_url} (nginx)")
+    for environment in ("staging", "production"):
+        state_file = config.state_dir / "hosts" / environment / "release-state.json"
+        import json
+
+        live = json.loads(state_file.read_text()).get("live") or {}
+        print(f"  {environment:<10} {live.get('version')} in the {live.get('slot')} slot "
+              f"since {live.get('since')}\n             {live.get('image')}")  # fmt: skip
     return 0
 
 

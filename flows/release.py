@@ -13,6 +13,7 @@ import time
 from typing import Any, Literal
 
 from prefect import State, flow, get_run_logger, task
+from prefect.concurrency.sync import concurrency
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
@@ -264,16 +265,28 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     block = parameters.block
     target = read_target(block)
     state = read_host_state(block)
-    slot = target_slot(state)
-    timings: dict[str, float] = {}
     approval = None
     if target.environment == "production":
         decided = await_approval(parameters, state)
         if not isinstance(decided, Approval):
             return decided
         approval = decided
+    limit = f"release-{target.environment}"
+    logger.info("Waiting for the %s concurrency slot (one release at a time)", limit)
+    with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600):
         state = read_host_state(block)  # what is live may have changed while waiting
-        slot = target_slot(state)
+        return _deploy(parameters, target, state, approval)
+
+
+def _deploy(
+    parameters: ReleaseParameters, target: TargetView, state: HostState, approval: Approval | None
+) -> ReleaseResult:
+    """The part that changes the host; runs while the environment's limit is held."""
+    logger = get_run_logger()
+    block = parameters.block
+    slot = target_slot(state)
+    timings: dict[str, float] = {}
+    began = _now()
     logger.info(
         "Releasing %s to %s (%s slot); live now: %s", parameters.version, target.environment,
         slot.value, state.live.version if state.live else "nothing",
@@ -288,7 +301,8 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
             _switch_and_verify(parameters, target, state, slot)
     except ReleaseError as exc:
         stop_slot(block, slot)
-        write_host_state(block, after_failure(state, _record(parameters, "failed", str(exc))))
+        failed = {**_record(parameters, "failed", str(exc)), "began": began}
+        write_host_state(block, after_failure(state, failed))
         raise
     if state.live is not None and state.live.slot is not slot:
         time.sleep(target.drain_s)
@@ -297,9 +311,8 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
         version=parameters.version, image=parameters.image, git_sha=parameters.git_sha,
         slot=slot, since=_now(),
     )  # fmt: skip
-    new_state, pruned = after_success(
-        state, new, target.keep_versions, _record(parameters, "released", approval=approval)
-    )
+    record = {**_record(parameters, "released", approval=approval), "began": began}
+    new_state, pruned = after_success(state, new, target.keep_versions, record)
     write_host_state(block, new_state)
     left = prune_images(block, list(pruned)) if pruned else []
     timings["total"] = round(time.monotonic() - started, 3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -281,6 +282,29 @@ def test_images_must_be_by_digest(image):
     with pytest.raises(ValidationError, match="image"):
         ReleaseParameters(image=image, environment="staging", version="1.0", git_sha=SHA,
                           requested_by="tester")  # fmt: skip
+
+
+def test_releases_started_at_once_run_one_at_a_time(images, sandbox_config):
+    """Five staging releases started together hold the environment's limit in turn."""
+    outcomes: list[Any] = []
+    threads = [
+        threading.Thread(
+            target=lambda n=name: outcomes.append(
+                run_release(images[n], "staging", VARIANTS[n]["VERSION"])
+            )
+        )
+        for name in ("k1", "k2", "k3", "k4", "k5")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(outcomes) == 5
+    assert all(state.is_completed() for state, _ in outcomes), outcomes
+    history = host_state(sandbox_config, "staging")["history"][-5:]
+    spans = sorted((record["began"], record["at"]) for record in history)
+    for (_, ended), (began, _) in itertools.pairwise(spans):
+        assert ended <= began, spans
 
 
 def test_five_releases_keep_three_versions(images, sandbox_config, docker_engine):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import secrets
 from pathlib import Path
@@ -56,6 +57,28 @@ def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, An
     return fields
 
 
+def ensure_release_limits(environments: list[str]) -> None:
+    """One release at a time per environment: a global concurrency limit of 1 for each."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    async def create() -> None:
+        async with get_client() as client:
+            for environment in environments:
+                name = f"release-{environment}"
+                try:
+                    await client.read_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:
+                    limit = GlobalConcurrencyLimitCreate(name=name, limit=1)
+                    with contextlib.suppress(ObjectAlreadyExists):
+                        await client.create_global_concurrency_limit(limit)
+
+    asyncio.run(create())
+
+
 class PrefectBlocks(Component):
     name = "prefect-blocks"
 
@@ -92,6 +115,7 @@ class PrefectBlocks(Component):
                 approvers=[DEMO_APPROVER, "alice"],
                 totp_secrets={"alice": SecretStr(self.alice_secret(ctx))},
             ).save(APPROVAL_POLICY, overwrite=True)
+            ensure_release_limits([e.value for e in Environment])
         ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r} and DeployTargets 'staging', 'production'")
         return self.status(ctx)
 
