@@ -112,6 +112,20 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     return EXIT_OK
 
 
+def _status(args: argparse.Namespace) -> int:
+    _use_prefect(args)
+    from deliver import release_command
+
+    return release_command.status(args)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    _use_prefect(args)
+    from deliver import release_command
+
+    return release_command.rollback(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deliver", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--code", help="your one-time code, if the policy gives you one")
         decide.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
         decide.set_defaults(handler=lambda a, v=verb: _decide(a, v))
+
+    status = commands.add_parser("status", help="what is live in each environment, what is kept")
+    status.add_argument("--env", choices=["staging", "production"], help="one environment")
+    status.add_argument("--json", action="store_true", help="print as JSON")
+    status.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    status.set_defaults(handler=_status)
+
+    back = commands.add_parser("rollback", help="switch back to a kept version")
+    back.add_argument("--env", required=True, choices=["staging", "production"])
+    back.add_argument("--to", help="a kept version (default: the newest kept one not live)")
+    back.add_argument("--requested-by", default="operator", help="who asks for it")
+    back.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    back.set_defaults(handler=_rollback)
 
     box = commands.add_parser("sandbox", help="the local delivery sandbox on loopback")
     actions = box.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -195,3 +195,9 @@ class NotOnStaging(ReleaseError):
             f"{image} is not live on {staging!r} (live there: {live}); "
             "release it to staging first, then to production."
         )
+
+
+class NothingToRollBackTo(ReleaseError):
+    def __init__(self, *, environment: str, detail: str) -> None:
+        self.environment = environment
+        super().__init__(f"{environment}: {detail}")

@@ -21,7 +21,13 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deliver.errors import HealthCheckFailed, NotOnStaging, ReleaseError, SmokeCheckFailed
+from deliver.errors import (
+    HealthCheckFailed,
+    NothingToRollBackTo,
+    NotOnStaging,
+    ReleaseError,
+    SmokeCheckFailed,
+)
 from deliver.planning.approval import Decision
 from deliver.planning.release import (
     HostState,
@@ -32,6 +38,7 @@ from deliver.planning.release import (
     image_reference_problem,
     label_problem,
     nginx_upstream,
+    rollback_choice,
     target_slot,
 )
 from deliver.tasks.approval import (
@@ -279,7 +286,11 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
 
 
 def _deploy(
-    parameters: ReleaseParameters, target: TargetView, state: HostState, approval: Approval | None
+    parameters: ReleaseParameters,
+    target: TargetView,
+    state: HostState,
+    approval: Approval | None,
+    outcome: str = "released",
 ) -> ReleaseResult:
     """The part that changes the host; runs while the environment's limit is held."""
     logger = get_run_logger()
@@ -311,7 +322,7 @@ def _deploy(
         version=parameters.version, image=parameters.image, git_sha=parameters.git_sha,
         slot=slot, since=_now(),
     )  # fmt: skip
-    record = {**_record(parameters, "released", approval=approval), "began": began}
+    record = {**_record(parameters, outcome, approval=approval), "began": began}
     new_state, pruned = after_success(state, new, target.keep_versions, record)
     write_host_state(block, new_state)
     left = prune_images(block, list(pruned)) if pruned else []
@@ -333,3 +344,45 @@ def _deploy(
         timings_s=timings,
         approval=approval,
     )
+
+
+class RollbackParameters(BaseModel):
+    """Where to roll back, and optionally to which kept version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: Literal["staging", "production"] = Field(description="Where to roll back.")
+    to_version: str | None = Field(
+        default=None, description="A kept version; default: the newest kept one not live."
+    )
+    requested_by: str = Field(description="Who asked for the rollback.")
+    target_block: str | None = Field(default=None, description="DeployTarget block name.")
+
+    @field_validator("to_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return None if value is None else _token("version", value)
+
+    @field_validator("requested_by")
+    @classmethod
+    def _person(cls, value: str) -> str:
+        return _token("person", value)
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(parameters: RollbackParameters) -> ReleaseResult:
+    """Switch back to a kept version with the release's own health, smoke and switch steps."""
+    block = parameters.target_block or parameters.environment
+    target = read_target(block)
+    with concurrency(f"release-{target.environment}", occupy=1, strict=True, timeout_seconds=3600):
+        state = read_host_state(block)
+        choice = rollback_choice(state, parameters.to_version)
+        if isinstance(choice, str):
+            raise NothingToRollBackTo(environment=target.environment, detail=choice)
+        image, version, git_sha = choice
+        release_parameters = ReleaseParameters(
+            image=image, environment=parameters.environment, version=version,
+            git_sha=git_sha or "0000000", requested_by=parameters.requested_by,
+            target_block=parameters.target_block,
+        )  # fmt: skip
+        return _deploy(release_parameters, target, state, None, outcome="rolled-back")

@@ -372,6 +372,36 @@ def test_resume_violating_the_policy_keeps_waiting(images, sandbox_config):
     assert result.approval.approver == "alice"
 
 
+def test_rollback_to_previous_and_named_versions(images, sandbox_config):
+    """`deliver rollback` switches production to the previous kept version, then to a named one."""
+    import subprocess
+    import sys
+
+    front = sandbox_config.production_front_url
+    live = host_state(sandbox_config, "production")["live"]["version"]
+    other = "1.0.2" if live == "1.0.1" else "1.0.1"
+    cli = [sys.executable, "-m", "deliver.cli"]
+    done = subprocess.run([*cli, "rollback", "--env", "production", "--sandbox"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert version_at(front) == other
+    assert host_state(sandbox_config, "production")["history"][-1]["outcome"] == "rolled-back"
+    done = subprocess.run([*cli, "rollback", "--env", "production", "--to", live, "--sandbox"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert version_at(front) == live
+    absent = [*cli, "rollback", "--env", "production", "--to", "9.9.9", "--sandbox"]
+    missing = subprocess.run(absent, capture_output=True, text=True, check=False)
+    assert missing.returncode == 1
+    assert "no kept version 9.9.9" in missing.stderr
+    status = subprocess.run([*cli, "status", "--json", "--sandbox"],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert status.returncode == 0, status.stderr[-2000:]
+    production = next(s for s in json.loads(status.stdout) if s["environment"] == "production")
+    assert production["live"]["version"] == live
+    assert {k["version"] for k in production["kept"]} >= {"1.0.1", "1.0.2"}
+
+
 def test_production_needs_the_digest_live_on_staging(images, sandbox_config):
     """An image that staging does not serve is refused before waiting for anyone."""
     state, error = run_release(images["k1"], "production", "2.0.1")

@@ -144,3 +144,24 @@ def smoke_problem(
 def nginx_upstream(*, slot_port: int, host: str = "127.0.0.1") -> str:
     """The upstream file nginx includes: which slot production traffic goes to."""
     return f"upstream production_app {{\n    server {host}:{slot_port};\n    keepalive 8;\n}}\n"
+
+
+def rollback_choice(state: HostState, to_version: str | None) -> tuple[str, str, str] | str:
+    """(image, version, git_sha) to roll back to, or why there is none.
+
+    Without `to_version`: the newest kept image that is not live. Versions come from the history.
+    """
+    known: dict[str, tuple[str, str]] = {}
+    for record in state.history:
+        if record.get("outcome") in {"released", "rolled-back"}:
+            known[str(record["image"])] = (str(record["version"]), str(record.get("git_sha", "")))
+    live_image = state.live.image if state.live else None
+    candidates = [image for image in state.kept if image != live_image and image in known]
+    if to_version is not None:
+        candidates = [image for image in candidates if known[image][0] == to_version]
+    if not candidates:
+        kept = ", ".join(known[i][0] for i in state.kept if i in known and i != live_image)
+        wanted = f"version {to_version}" if to_version else "an earlier version"
+        return f"no kept {wanted} to roll back to (kept besides the live one: {kept or 'none'})"
+    image = candidates[0]
+    return image, known[image][0], known[image][1]

@@ -1,0 +1,68 @@
+"""`deliver status` and `deliver rollback`: what is live where, and going back to a kept version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, cast
+
+ENVIRONMENTS = ("staging", "production")
+
+
+def host_summary(environment: str, block: str) -> dict[str, Any]:
+    from deliver.planning.release import HostState
+    from deliver.tasks.deploy import read_host_state
+
+    state: HostState = read_host_state.fn(block)
+    versions = {}
+    for record in state.history:
+        versions[record.get("image")] = record.get("version")
+    live = state.live
+    return {
+        "environment": environment,
+        "live": None if live is None else {
+            "version": live.version, "image": live.image, "slot": live.slot.value,
+            "since": live.since, "git_sha": live.git_sha,
+        },
+        "kept": [{"version": versions.get(image, "?"), "image": image} for image in state.kept],
+        "last": state.history[-1] if state.history else None,
+    }  # fmt: skip
+
+
+def status(args: argparse.Namespace) -> int:
+    environments = [args.env] if args.env else list(ENVIRONMENTS)
+    summaries = [host_summary(env, env) for env in environments]
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+        return 0
+    for summary in summaries:
+        live = summary["live"]
+        if live is None:
+            print(f"{summary['environment']}: nothing live")
+        else:
+            print(f"{summary['environment']}: {live['version']} in the {live['slot']} slot "
+                  f"since {live['since']}\n  {live['image']}")  # fmt: skip
+        kept = ", ".join(k["version"] for k in summary["kept"]) or "none"
+        print(f"  kept: {kept}")
+        if summary["last"]:
+            last = summary["last"]
+            print(f"  last: {last.get('outcome')} {last.get('version')} at {last.get('at')}")
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    from flows.release import ReleaseResult, RollbackParameters
+    from flows.release import rollback as rollback_flow
+
+    parameters = RollbackParameters(
+        environment=args.env, to_version=args.to, requested_by=args.requested_by
+    )
+    state = rollback_flow(parameters, return_state=True)
+    value = state.result(raise_on_failure=False)
+    if not state.is_completed():
+        print(f"error: rollback {state.name}: {value}", file=sys.stderr)
+        return 1
+    result = cast(ReleaseResult, value)
+    print(f"{result.environment}: rolled back to {result.version} ({result.slot}) at {result.url}")
+    return 0
