@@ -17,7 +17,8 @@ def final_task_runs(flow_run_id: UUID, *, timeout_s: float = 15.0) -> list[TaskR
     """The flow run's task runs once all are in a final state.
 
     Task states reach the server as events that are persisted moments after the run ends, so a
-    read right after the run may still show Running; this waits until they settle.
+    read right after the run may still show Running, or miss the last tasks; this waits until
+    every run is final and two reads agree.
     """
     flow_run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
 
@@ -26,9 +27,13 @@ def final_task_runs(flow_run_id: UUID, *, timeout_s: float = 15.0) -> list[TaskR
             return await client.read_task_runs(flow_run_filter=flow_run_filter)
 
     deadline = time.monotonic() + timeout_s
+    previous: list[tuple[str, str | None]] = []
     while True:
         runs = asyncio.run(read())
+        seen = sorted((run.name, run.state_name) for run in runs)
+        # Late tasks' events may not have arrived yet: final, and unchanged since the last read.
         settled = bool(runs) and all(run.state_name in FINAL_STATES for run in runs)
-        if settled or time.monotonic() >= deadline:
+        if (settled and seen == previous) or time.monotonic() >= deadline:
             return runs
-        time.sleep(0.2)
+        previous = seen
+        time.sleep(0.3)

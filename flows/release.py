@@ -38,6 +38,7 @@ from deliver.planning.release import (
     image_reference_problem,
     label_problem,
     nginx_upstream,
+    reconcile,
     rollback_choice,
     target_slot,
 )
@@ -49,6 +50,7 @@ from deliver.tasks.approval import (
 )
 from deliver.tasks.deploy import (
     TargetView,
+    inspect_host,
     prune_images,
     pull_image,
     read_host_state,
@@ -59,6 +61,10 @@ from deliver.tasks.deploy import (
     write_host_state,
 )
 from deliver.tasks.http import smoke_failures, wait_for_health, wait_for_upstream
+
+# The environment's slot is leased and renewed while the release runs; a release killed with
+# -9 stops renewing, and the next one gets the slot at most this long after.
+LEASE_S = 60.0  # the server's minimum
 
 
 class ReleaseParameters(BaseModel):
@@ -158,8 +164,8 @@ def check_health(url: str, deadline_s: float) -> float:
 
 
 @task(name="smoke_test", task_run_name="smoke-{base_url}")
-def smoke_test(base_url: str, checks: tuple[Any, ...]) -> int:
-    failures = smoke_failures(base_url, checks)
+def smoke_test(base_url: str, checks: tuple[Any, ...], upstream: str | None = None) -> int:
+    failures = smoke_failures(base_url, checks, upstream=upstream)
     if failures:
         raise SmokeCheckFailed(where=base_url, failures=failures)
     return len(checks)
@@ -243,12 +249,14 @@ def await_switch(front_url: str, upstream: str) -> None:
         raise HealthCheckFailed(where=front_url, detail=f"still answered by {seen}, not {upstream}")
 
 
-def _move_traffic(params: ReleaseParameters, target: TargetView, slot: Slot) -> None:
+def _move_traffic(params: ReleaseParameters, target: TargetView, slot: Slot) -> str:
+    """Switch nginx to `slot` and wait until it answers from there; returns its host:port."""
     assert target.front_url is not None  # noqa: S101 (blue_green targets have a front)
     host_port = target.slot_urls[slot.value].removeprefix("http://")
     host, port = host_port.rsplit(":", 1)
     switch_traffic(params.block, slot, nginx_upstream(slot_port=int(port), host=host))
     await_switch(f"{target.front_url}{target.health_path}", host_port)
+    return host_port
 
 
 def _switch_and_verify(
@@ -256,9 +264,9 @@ def _switch_and_verify(
 ) -> None:
     """Move traffic to `slot`; if the front then fails its smoke checks, move it back."""
     assert target.front_url is not None  # noqa: S101 (blue_green targets have a front)
-    _move_traffic(params, target, slot)
+    upstream = _move_traffic(params, target, slot)
     try:
-        smoke_test(target.front_url, target.smoke)
+        smoke_test(target.front_url, target.smoke, upstream)
     except (SmokeCheckFailed, HealthCheckFailed):
         if state.live is not None:
             _move_traffic(params, target, state.live.slot)
@@ -274,15 +282,19 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     state = read_host_state(block)
     approval = None
     if target.environment == "production":
+        # Pulling changes nothing that serves; done before the wait, approval leads to the switch
+        # sooner. (The candidate itself starts only after approval, under the environment's limit.)
+        pull_image(block, parameters.image)
         decided = await_approval(parameters, state)
         if not isinstance(decided, Approval):
             return decided
         approval = decided
     limit = f"release-{target.environment}"
     logger.info("Waiting for the %s concurrency slot (one release at a time)", limit)
-    with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600):
+    with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600, lease_duration=LEASE_S):
         state = read_host_state(block)  # what is live may have changed while waiting
-        return _deploy(parameters, target, state, approval)
+        pulled = target.environment == "production"
+        return _deploy(parameters, target, state, approval, pulled=pulled)
 
 
 def _deploy(
@@ -291,10 +303,17 @@ def _deploy(
     state: HostState,
     approval: Approval | None,
     outcome: str = "released",
+    pulled: bool = False,
 ) -> ReleaseResult:
     """The part that changes the host; runs while the environment's limit is held."""
     logger = get_run_logger()
     block = parameters.block
+    running, serving = inspect_host(block)
+    actual = reconcile(state, running, serving, now=_now())
+    if actual is not None:
+        logger.warning("Host state reconciled: %s is what serves", actual.live)
+        write_host_state(block, actual)
+        state = actual
     slot = target_slot(state)
     timings: dict[str, float] = {}
     began = _now()
@@ -303,8 +322,9 @@ def _deploy(
         slot.value, state.live.version if state.live else "nothing",
     )  # fmt: skip
     started = time.monotonic()
-    pull_image(block, parameters.image)
-    timings["pull"] = round(time.monotonic() - started, 3)
+    if not pulled:
+        pull_image(block, parameters.image)
+        timings["pull"] = round(time.monotonic() - started, 3)
     start_slot(block, parameters.image, slot, parameters.version)
     try:
         _verify_candidate(target, slot, timings)
@@ -374,7 +394,13 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
     """Switch back to a kept version with the release's own health, smoke and switch steps."""
     block = parameters.target_block or parameters.environment
     target = read_target(block)
-    with concurrency(f"release-{target.environment}", occupy=1, strict=True, timeout_seconds=3600):
+    with concurrency(
+        f"release-{target.environment}",
+        occupy=1,
+        strict=True,
+        timeout_seconds=3600,
+        lease_duration=LEASE_S,
+    ):
         state = read_host_state(block)
         choice = rollback_choice(state, parameters.to_version)
         if isinstance(choice, str):

@@ -402,6 +402,54 @@ def test_rollback_to_previous_and_named_versions(images, sandbox_config):
     assert {k["version"] for k in production["kept"]} >= {"1.0.1", "1.0.2"}
 
 
+def test_kill_9_after_the_switch_converges(images, sandbox_config, docker_engine):
+    """A release killed (-9) right after its switch: the next release converges to one live slot."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from prefect import get_client
+
+    state, _ = run_release(images["v2"], "staging", "1.0.2")
+    assert state.is_completed()
+    parameters = ReleaseParameters(image=images["v2"], environment="production", version="1.0.2",
+                                   git_sha=SHA, requested_by="tester")  # fmt: skip
+    script = ("import sys; from flows.release import ReleaseParameters, release; "
+              "release(ReleaseParameters.model_validate_json(sys.argv[1]))")  # fmt: skip
+    argv = [sys.executable, "-c", script, parameters.model_dump_json()]
+    quiet = subprocess.DEVNULL
+    child = subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=quiet, stderr=quiet)
+    run_id = waiting_run("1.0.2")
+    decide(run_id, decision="approve", approver="demo-approver", reason="kill drill", code="")
+
+    async def switched() -> bool:
+        async with get_client() as client:
+            runs = await client.read_task_runs()
+            return any(r.name.startswith("switch-to-") and r.flow_run_id is not None
+                       and str(r.flow_run_id) == run_id and r.state_name == "Completed"
+                       for r in runs)  # fmt: skip
+
+    import asyncio
+
+    deadline = time.monotonic() + 120
+    while not asyncio.run(switched()):
+        assert time.monotonic() < deadline, "the release never switched"
+        assert child.poll() is None, "the release ended before its switch"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+
+    state, result = ship(images["v1"], "1.0.1")
+    assert state.is_completed(), result
+    running = docker_engine.containers.list(
+        filters={"label": ["dev.deliver.app=stock-api", "dev.deliver.environment=production"]}
+    )
+    assert [c.labels["dev.deliver.slot"] for c in running] == [result.slot]
+    assert version_at(sandbox_config.production_front_url) == "1.0.1"
+    assert host_state(sandbox_config, "production")["live"]["slot"] == result.slot
+
+
 def test_production_needs_the_digest_live_on_staging(images, sandbox_config):
     """An image that staging does not serve is refused before waiting for anyone."""
     state, error = run_release(images["k1"], "production", "2.0.1")

@@ -165,3 +165,42 @@ def rollback_choice(state: HostState, to_version: str | None) -> tuple[str, str,
         return f"no kept {wanted} to roll back to (kept besides the live one: {kept or 'none'})"
     image = candidates[0]
     return image, known[image][0], known[image][1]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RunningSlot:
+    slot: Slot
+    version: str
+    image: str
+
+
+def reconcile(
+    state: HostState, running: list[RunningSlot], serving: Slot | None, *, now: str
+) -> HostState | None:
+    """The state a host is really in when it differs from its record (a release killed midway).
+
+    `serving` is the slot nginx sends traffic to (None without nginx). What serves wins: a
+    running container in the serving slot, or, without nginx, the only running slot.
+    """
+    by_slot = {r.slot: r for r in running}
+    if serving is not None:
+        actual = by_slot.get(serving)
+    else:
+        recorded = state.live.slot if state.live else None
+        actual = None if recorded in by_slot else (running[0] if len(running) == 1 else None)
+    if actual is None or (state.live is not None and state.live.slot is actual.slot):
+        return None
+    same_image = state.live is not None and state.live.image == actual.image
+    git_sha = state.live.git_sha if state.live is not None and same_image else "0000000"
+    live = Release(
+        version=actual.version, image=actual.image, git_sha=git_sha, slot=actual.slot, since=now
+    )
+    record = {
+        "at": now,
+        "outcome": "reconciled",
+        "version": actual.version,
+        "image": actual.image,
+        "detail": "the recorded live slot was not the one serving",
+    }
+    kept = (actual.image, *[image for image in state.kept if image != actual.image])
+    return HostState(live=live, kept=kept, history=(*state.history, record)[-50:])

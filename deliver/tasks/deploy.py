@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from blocks.deploy_target import DeployTarget
 from deliver.errors import DeployTargetInvalid, HostUnreachable, RemoteCommandFailed
-from deliver.planning.release import HostState, Slot, container_name
+from deliver.planning.release import HostState, RunningSlot, Slot, container_name
 from deliver.tasks.registry import load_credentials
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
 
@@ -223,3 +223,31 @@ def list_images(block: str, repository: str) -> list[str]:
         listed = remote.run(["docker", "image", "ls", "--digests", "--format",
                              "{{.Repository}}@{{.Digest}}", repository])  # fmt: skip
     return sorted({line for line in listed.stdout.split() if "@sha256:" in line})
+
+
+@task(name="inspect_host")
+def inspect_host(block: str) -> tuple[list[RunningSlot], Slot | None]:
+    """The app's running slot containers, and the slot nginx serves (None without nginx)."""
+    target = load_target(block)
+    with connect(target, block) as remote:
+        listed = remote.run([
+            "docker", "ps",
+            "--filter", f"label=dev.deliver.app={target.app_name}",
+            "--filter", f"label=dev.deliver.environment={target.environment}",
+            "--format", '{{.Label "dev.deliver.slot"}} {{.Label "dev.deliver.version"}} {{.Image}}',
+        ])  # fmt: skip
+        upstream = (
+            remote.run(["cat", target.nginx_upstream_file], check=False).stdout
+            if target.nginx_upstream_file
+            else ""
+        )
+    running = []
+    for line in listed.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in {"blue", "green"}:
+            running.append(RunningSlot(slot=Slot(parts[0]), version=parts[1], image=parts[2]))
+    serving = None
+    for slot, port in target.slot_ports.items():
+        if f":{port};" in upstream:
+            serving = Slot(slot)
+    return running, serving

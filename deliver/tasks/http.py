@@ -66,15 +66,26 @@ def wait_for_health(
     )  # fmt: skip
 
 
-def smoke_failures(base_url: str, checks: Sequence[Any], *, timeout_s: float = 5.0) -> list[str]:
-    """Each smoke check (path, status, json_field, equals) that `base_url` does not satisfy."""
+def smoke_failures(
+    base_url: str,
+    checks: Sequence[Any],
+    *,
+    timeout_s: float = 5.0,
+    upstream: str | None = None,
+    deadline_s: float = 15.0,
+) -> list[str]:
+    """Each smoke check (path, status, json_field, equals) that `base_url` does not satisfy.
+
+    With `upstream`, only answers nginx says came from it count: right after a reload an old
+    worker may still answer from the old slot, and that answer says nothing about the new one.
+    """
     failures = []
-    with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=base_url, timeout=timeout_s, limits=limits) as client:
         for check in checks:
-            try:
-                response = client.get(check.path)
-            except httpx.HTTPError as exc:
-                failures.append(f"GET {check.path}: {type(exc).__name__}: {exc}")
+            response, error = _answer_from(client, check.path, upstream, deadline_s)
+            if response is None:
+                failures.append(f"GET {check.path}: {error}")
                 continue
             try:
                 body = response.json()
@@ -89,13 +100,16 @@ def smoke_failures(base_url: str, checks: Sequence[Any], *, timeout_s: float = 5
     return failures
 
 
-def wait_for_upstream(url: str, expected: str, *, deadline_s: float = 15.0) -> tuple[bool, str]:
-    """Poll `url` on fresh connections until nginx's X-Deliver-Upstream names `expected`.
+def wait_for_upstream(
+    url: str, expected: str, *, deadline_s: float = 15.0, in_a_row: int = 5
+) -> tuple[bool, str]:
+    """Poll `url` on fresh connections until nginx's X-Deliver-Upstream names `expected`
+    `in_a_row` times running.
 
     `nginx -s reload` returns before new workers take over; until then old workers answer
     from the old upstream, so a smoke check run too early would test the old version.
     """
-    started, seen = time.monotonic(), "nothing"
+    started, seen, streak = time.monotonic(), "nothing", 0
     limits = httpx.Limits(max_keepalive_connections=0)
     with httpx.Client(timeout=2.0, limits=limits) as client:
         while time.monotonic() - started < deadline_s:
@@ -103,7 +117,26 @@ def wait_for_upstream(url: str, expected: str, *, deadline_s: float = 15.0) -> t
                 seen = client.get(url).headers.get("X-Deliver-Upstream", "no header")
             except httpx.HTTPError as exc:
                 seen = type(exc).__name__
-            if seen == expected:
+            streak = streak + 1 if seen == expected else 0
+            if streak >= in_a_row:
                 return True, seen
-            time.sleep(0.05)
+            time.sleep(0.02)
     return False, seen
+
+
+def _answer_from(
+    client: httpx.Client, path: str, upstream: str | None, deadline_s: float
+) -> tuple[httpx.Response | None, str]:
+    """An answer to GET `path` from `upstream` (any answer when None), or why there is none."""
+    started, error = time.monotonic(), "no answer"
+    while time.monotonic() - started < deadline_s:
+        try:
+            response = client.get(path)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        answered_by = response.headers.get("X-Deliver-Upstream")
+        if upstream is None or answered_by == upstream:
+            return response, ""
+        error = f"still answered by {answered_by}, not {upstream}"
+        time.sleep(0.05)
+    return None, error
