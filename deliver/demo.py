@@ -9,6 +9,7 @@ approval is suspended on the server and holds no process: it survives the demo's
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -128,8 +129,6 @@ def main() -> int:
     print(f"  production: {config.production_front_url} (nginx)")
     for environment in ("staging", "production"):
         state_file = config.state_dir / "hosts" / environment / "release-state.json"
-        import json
-
         live = json.loads(state_file.read_text()).get("live") or {}
         print(f"  {environment:<10} {live.get('version')} in the {live.get('slot')} slot "
               f"since {live.get('since')}\n             {live.get('image')}")  # fmt: skip

@@ -235,7 +235,7 @@ def await_approval(params: ReleaseParameters, production: HostState) -> Approval
 def _verify_candidate(target: TargetView, slot: Slot, timings: dict[str, float]) -> None:
     """Health of the new slot, probed directly; without a front, its smoke checks too."""
     started = time.monotonic()
-    url = target.slot_urls[slot.value]
+    url = target.slot_url(slot)
     check_health(f"{url}{target.health_path}", target.health_timeout_s)
     if not target.blue_green:
         smoke_test(url, target.smoke)
@@ -252,9 +252,9 @@ def await_switch(front_url: str, upstream: str) -> None:
 def _move_traffic(params: ReleaseParameters, target: TargetView, slot: Slot) -> str:
     """Switch nginx to `slot` and wait until it answers from there; returns its host:port."""
     assert target.front_url is not None  # noqa: S101 (blue_green targets have a front)
-    host_port = target.slot_urls[slot.value].removeprefix("http://")
-    host, port = host_port.rsplit(":", 1)
-    switch_traffic(params.block, slot, nginx_upstream(slot_port=int(port), host=host))
+    host_port = target.slot_address(slot)
+    upstream = nginx_upstream(slot_port=target.slot_ports[slot.value], host=target.service_host)
+    switch_traffic(params.block, slot, upstream)
     await_switch(f"{target.front_url}{target.health_path}", host_port)
     return host_port
 
@@ -347,9 +347,7 @@ def _deploy(
     write_host_state(block, new_state)
     left = prune_images(block, list(pruned)) if pruned else []
     timings["total"] = round(time.monotonic() - started, 3)
-    url = (
-        target.front_url if target.blue_green and target.front_url else target.slot_urls[slot.value]
-    )
+    url = target.front_url if target.blue_green and target.front_url else target.slot_url(slot)
     logger.info(
         "%s %s is live on %s at %s", target.environment, parameters.version, slot.value, url
     )

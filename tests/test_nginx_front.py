@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from deliver.planning.release import nginx_upstream
 from deliver.sandbox.config import Slot
 from deliver.sandbox.processes import wait_until
-from deliver.sandbox.render import nginx_upstream
 
 
 def slot_server(port: int, name: str) -> ThreadingHTTPServer:

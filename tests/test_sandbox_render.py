@@ -3,11 +3,11 @@
 import json
 from pathlib import Path
 
+from deliver.planning.release import nginx_upstream
 from deliver.sandbox.config import SandboxConfig, default_state_dir
 from deliver.sandbox.render import (
     known_hosts_line,
     nginx_config,
-    nginx_upstream,
     registry_config,
     sshd_config,
 )

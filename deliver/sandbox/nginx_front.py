@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 
 from deliver.errors import ComponentFailed
+from deliver.planning.release import nginx_upstream
 from deliver.sandbox.component import Context, Daemon, SystemTool, http_probe
 from deliver.sandbox.config import Environment, Slot
-from deliver.sandbox.render import nginx_config, nginx_upstream
+from deliver.sandbox.render import nginx_config
 
 
 class NginxFront(Daemon):

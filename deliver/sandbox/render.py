@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deliver.planning.release import nginx_upstream as nginx_upstream
 from deliver.sandbox.config import LOOPBACK
 
 

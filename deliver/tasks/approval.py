@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, cast
 
@@ -42,8 +43,6 @@ def find_ci_evidence(digest: str) -> str:
                 sort=ArtifactSort.CREATED_DESC,
                 limit=200,
             )
-
-    import asyncio
 
     for artifact in asyncio.run(read()):
         data = str(artifact.data or "")

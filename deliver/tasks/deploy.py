@@ -36,7 +36,8 @@ class TargetView:
     environment: str
     address: str
     app_name: str
-    slot_urls: dict[str, str]
+    service_host: str
+    slot_ports: dict[str, int]
     health_path: str
     health_timeout_s: float
     smoke: tuple[Any, ...]
@@ -44,6 +45,13 @@ class TargetView:
     front_url: str | None
     blue_green: bool
     drain_s: float
+
+    def slot_address(self, slot: Slot) -> str:
+        """host:port of a slot, as nginx's upstream and its X-Deliver-Upstream name it."""
+        return f"{self.service_host}:{self.slot_ports[slot.value]}"
+
+    def slot_url(self, slot: Slot) -> str:
+        return f"http://{self.slot_address(slot)}"
 
 
 def _retry_when(*transient: type[Exception]) -> Any:
@@ -95,9 +103,8 @@ def read_target(block: str) -> TargetView:
         environment=target.environment,
         address=f"{target.user}@{target.host}:{target.port}",
         app_name=target.app_name,
-        slot_urls={
-            slot: f"http://{target.service_host}:{port}" for slot, port in target.slot_ports.items()
-        },
+        service_host=target.service_host,
+        slot_ports={str(slot): port for slot, port in target.slot_ports.items()},
         health_path=target.health_path,
         health_timeout_s=target.health_timeout_s,
         smoke=tuple(target.smoke_checks),
