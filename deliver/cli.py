@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from deliver import sandbox
-from deliver.errors import DeliveryError
+from deliver.errors import DeliveryError, PrefectNotConfigured
 from deliver.sandbox.component import ComponentStatus
 from deliver.sandbox.manager import component_names
 
@@ -81,10 +81,16 @@ def _ci(args: argparse.Namespace) -> int:
 
 
 def _use_prefect(args: argparse.Namespace) -> None:
+    """The sandbox's server with --sandbox, else the configured one; never a throwaway server."""
     if getattr(args, "sandbox", False):
         from deliver.ci_command import use_sandbox
 
         use_sandbox()
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise PrefectNotConfigured()
 
 
 def _approvals(args: argparse.Namespace) -> int:

@@ -16,6 +16,14 @@ class DeliveryError(Exception):
     """Root of every error this project raises on purpose."""
 
 
+class PrefectNotConfigured(DeliveryError):
+    def __init__(self) -> None:
+        super().__init__(
+            "No Prefect server is configured (PREFECT_API_URL is unset). Point at yours with "
+            "`prefect config set PREFECT_API_URL=...`, or pass --sandbox for the local sandbox."
+        )
+
+
 class SandboxError(DeliveryError):
     """A sandbox component could not be set up, checked or stopped."""
 

@@ -11,14 +11,23 @@ ENVIRONMENTS = ("staging", "production")
 
 
 def host_summary(environment: str, block: str) -> dict[str, Any]:
-    from deliver.planning.release import HostState
-    from deliver.tasks.deploy import read_host_state
+    """The recorded state, checked against what the host runs and nginx serves. Read-only: a
+    difference (a release killed midway) is shown, and the next release records it."""
+    import datetime
 
-    state: HostState = read_host_state.fn(block)
+    from deliver.planning.release import HostState, reconcile
+    from deliver.tasks.deploy import inspect_host, read_host_state
+
+    recorded: HostState = read_host_state.fn(block)
+    running, serving = inspect_host.fn(block)
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    actual = reconcile(recorded, running, serving, now=now)
+    state = actual or recorded
     versions = {}
     for record in state.history:
         versions[record.get("image")] = record.get("version")
     live = state.live
+    others = [r for r in running if live is None or r.slot is not live.slot]
     return {
         "environment": environment,
         "live": None if live is None else {
@@ -26,7 +35,10 @@ def host_summary(environment: str, block: str) -> dict[str, Any]:
             "since": live.since, "git_sha": live.git_sha,
         },
         "kept": [{"version": versions.get(image, "?"), "image": image} for image in state.kept],
-        "last": state.history[-1] if state.history else None,
+        "last": recorded.history[-1] if recorded.history else None,
+        "reconciled": actual is not None,
+        "recorded_live": None if recorded.live is None else recorded.live.version,
+        "idle_slot_running": [{"slot": r.slot.value, "version": r.version} for r in others],
     }  # fmt: skip
 
 
@@ -43,6 +55,14 @@ def status(args: argparse.Namespace) -> int:
         else:
             print(f"{summary['environment']}: {live['version']} in the {live['slot']} slot "
                   f"since {live['since']}\n  {live['image']}")  # fmt: skip
+        if summary["reconciled"]:
+            print(f"  (the host's record says {summary['recorded_live']}; what serves is shown,"
+                  " and the next release records it)")  # fmt: skip
+        for other in summary["idle_slot_running"]:
+            print(
+                f"  also running: {other['version']} in the {other['slot']} slot "
+                "(a candidate waiting for approval, or a release in progress)"
+            )
         kept = ", ".join(k["version"] for k in summary["kept"]) or "none"
         print(f"  kept: {kept}")
         if summary["last"]:

@@ -7,10 +7,13 @@ through the front, switch back on failure, and retire the old slot after a drain
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import itertools
 import time
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any, Literal, cast
 
 from prefect import State, flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
@@ -32,6 +35,7 @@ from deliver.planning.approval import Decision
 from deliver.planning.release import (
     HostState,
     Release,
+    RunningSlot,
     Slot,
     after_failure,
     after_success,
@@ -65,6 +69,8 @@ from deliver.tasks.http import smoke_failures, wait_for_health, wait_for_upstrea
 # The environment's slot is leased and renewed while the release runs; a release killed with
 # -9 stops renewing, and the next one gets the slot at most this long after.
 LEASE_S = 60.0  # the server's minimum
+# A paused (not suspended) release checks for its resume this often.
+POLL_S = 0.5
 
 
 class ReleaseParameters(BaseModel):
@@ -188,27 +194,39 @@ def _wait_for_decision(form: type[ApprovalDecision], timeout_s: int, key: str) -
     """Suspend when run from a deployment (no process held while waiting), else pause."""
     if deployment.id:
         return suspend_flow_run(wait_for_input=form, timeout=timeout_s, key=key)
-    return pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=1, key=key)
+    poll_s = cast(int, POLL_S)  # typed int, used as seconds to sleep
+    return pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll_s, key=key)
 
 
-def await_approval(params: ReleaseParameters, production: HostState) -> Approval | State[Any]:
-    """The approval that lets production change, or the final state when there is none."""
-    logger = get_run_logger()
+def require_on_staging(params: ReleaseParameters) -> HostState:
+    """Staging's state, if it serves the very digest offered to production."""
     staging = read_host_state(params.staging_block)
     if staging.live is None or staging.live.image != params.image:
         on_staging = staging.live.image if staging.live else "nothing"
         raise NotOnStaging(image=params.image, staging=params.staging_block, live=on_staging)
+    return staging
+
+
+def approve_then_deploy(
+    params: ReleaseParameters, target: TargetView, staging: HostState, run: str
+) -> ReleaseResult | State[Any]:
+    """Wait for a valid decision; deploy on approval, else change nothing and say why.
+
+    The decision is checked with the environment's limit already held: taken first, it is
+    the first write after the resume, which on SQLite meets "database is locked" far less.
+    """
+    logger = get_run_logger()
+    production = prepare_candidate(params, target, run)
     evidence = evidence_markdown(
         image=params.image, version=params.version, git_sha=params.git_sha,
         requested_by=params.requested_by, production=production, staging=staging,
         ci=find_ci_evidence(params.image.rsplit("@", 1)[1]),
+        candidate=f"{params.version} healthy in the idle slot, serving no traffic yet",
     )  # fmt: skip
     form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
     timeout_s = int(read_approval_timeout(params.approval_policy))
     deadline = time.monotonic() + timeout_s
-    attempt = 0
-    while True:
-        attempt += 1
+    for attempt in itertools.count(1):
         remaining = max(1, int(deadline - time.monotonic()))
         try:
             answer = _wait_for_decision(form, remaining, key=f"approval-{attempt}")
@@ -217,19 +235,81 @@ def await_approval(params: ReleaseParameters, production: HostState) -> Approval
             # as Failed("The flow was paused and never resumed."). Say why, and change nothing.
             message = f"No decision within {timeout_s} s: production was not changed."
             logger.warning(message)
+            with environment_lock(target):
+                withdraw_candidate(params, run)
             return Cancelled(message=message)
-        decision = Decision(decision=answer.decision, approver=answer.approver,
-                            reason=answer.reason, code=answer.code)  # fmt: skip
-        refused = check_decision(params.approval_policy, decision, params.requested_by)
-        if refused:
-            logger.warning("Resume refused (%s); still waiting for a valid decision.", refused)
-            continue
-        if decision.decision == "reject":
-            message = f"Rejected by {decision.approver}: {decision.reason}"
-            logger.info(message)
-            return Cancelled(message=message + " Production was not changed.")
-        logger.info("Approved by %s: %s", decision.approver, decision.reason or "(no reason)")
-        return Approval(approver=decision.approver, reason=decision.reason, at=_now())
+        with environment_lock(target):
+            decision = Decision(decision=answer.decision, approver=answer.approver,
+                                reason=answer.reason, code=answer.code)  # fmt: skip
+            refused = check_decision(params.approval_policy, decision, params.requested_by)
+            if refused:
+                logger.warning("Resume refused (%s); still waiting for a valid decision.", refused)
+                continue
+            if decision.decision == "reject":
+                message = f"Rejected by {decision.approver}: {decision.reason}"
+                logger.info(message)
+                withdraw_candidate(params, run)
+                return Cancelled(message=message + " Production was not changed.")
+            logger.info("Approved by %s: %s", decision.approver, decision.reason or "(no reason)")
+            approval = Approval(approver=decision.approver, reason=decision.reason, at=_now())
+            state = read_host_state(params.block)  # what is live may have changed while waiting
+            return _deploy(params, target, state, approval, run=run)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def environment_lock(target: TargetView) -> Iterator[None]:
+    """One release at a time per environment: its strict global concurrency limit."""
+    limit = f"release-{target.environment}"
+    get_run_logger().info("Waiting for the %s concurrency slot (one release at a time)", limit)
+    with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600, lease_duration=LEASE_S):
+        yield
+
+
+def _surveyed_state(block: str, state: HostState) -> tuple[HostState, list[RunningSlot], Slot]:
+    """The host's state as it really is (reconciled and recorded if it differed), its running
+    slots, and the slot a new version starts in."""
+    running, serving = inspect_host(block)
+    actual = reconcile(state, running, serving, now=_now())
+    if actual is not None:
+        get_run_logger().warning("Host state reconciled: %s is what serves", actual.live)
+        write_host_state(block, actual)
+        state = actual
+    return state, running, target_slot(state, serving)
+
+
+def _ours(running: list[RunningSlot], slot: Slot, params: ReleaseParameters, run: str) -> bool:
+    """Whether `slot` runs the candidate that flow run `run` started for these parameters."""
+    return bool(run) and any(
+        r.slot is slot and r.run == run and r.image == params.image and r.version == params.version
+        for r in running
+    )
+
+
+def prepare_candidate(params: ReleaseParameters, target: TargetView, run: str) -> HostState:
+    """Start the candidate in production's idle slot and check its health, before the approval
+    wait, so approval leads straight to the switch. It serves no traffic until then; a rejected
+    or expired release stops it, and any other release to the environment may replace it.
+    Idempotent: a suspended run re-executed after its resume finds its candidate running."""
+    block = params.block
+    with environment_lock(target):
+        state, running, slot = _surveyed_state(block, read_host_state(block))
+        if not _ours(running, slot, params, run):
+            start_slot(block, params.image, slot, params.version, run)
+        try:
+            check_health(f"{target.slot_url(slot)}{target.health_path}", target.health_timeout_s)
+        except HealthCheckFailed as exc:
+            stop_slot(block, slot)
+            write_host_state(block, after_failure(state, _record(params, "failed", str(exc))))
+            raise
+    return state
+
+
+def withdraw_candidate(params: ReleaseParameters, run: str) -> None:
+    """Stop this run's candidate if it is still the one waiting in the idle slot (lock held)."""
+    _, running, slot = _surveyed_state(params.block, read_host_state(params.block))
+    if _ours(running, slot, params, run):
+        stop_slot(params.block, slot)
 
 
 def _verify_candidate(target: TargetView, slot: Slot, timings: dict[str, float]) -> None:
@@ -276,25 +356,15 @@ def _switch_and_verify(
 @flow(name="release", log_prints=True)
 def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     """Deploy `parameters.image` to its environment; on failure the old version keeps serving."""
-    logger = get_run_logger()
     block = parameters.block
     target = read_target(block)
-    state = read_host_state(block)
-    approval = None
+    run = str(flow_run.get_id() or "")
     if target.environment == "production":
-        # Pulling changes nothing that serves; done before the wait, approval leads to the switch
-        # sooner. (The candidate itself starts only after approval, under the environment's limit.)
+        staging = require_on_staging(parameters)
         pull_image(block, parameters.image)
-        decided = await_approval(parameters, state)
-        if not isinstance(decided, Approval):
-            return decided
-        approval = decided
-    limit = f"release-{target.environment}"
-    logger.info("Waiting for the %s concurrency slot (one release at a time)", limit)
-    with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600, lease_duration=LEASE_S):
-        state = read_host_state(block)  # what is live may have changed while waiting
-        pulled = target.environment == "production"
-        return _deploy(parameters, target, state, approval, pulled=pulled)
+        return approve_then_deploy(parameters, target, staging, run)
+    with environment_lock(target):
+        return _deploy(parameters, target, read_host_state(block), None, run=run)
 
 
 def _deploy(
@@ -303,18 +373,12 @@ def _deploy(
     state: HostState,
     approval: Approval | None,
     outcome: str = "released",
-    pulled: bool = False,
+    run: str = "",
 ) -> ReleaseResult:
-    """The part that changes the host; runs while the environment's limit is held."""
+    """The part that changes what serves; runs while the environment's limit is held."""
     logger = get_run_logger()
     block = parameters.block
-    running, serving = inspect_host(block)
-    actual = reconcile(state, running, serving, now=_now())
-    if actual is not None:
-        logger.warning("Host state reconciled: %s is what serves", actual.live)
-        write_host_state(block, actual)
-        state = actual
-    slot = target_slot(state)
+    state, running, slot = _surveyed_state(block, state)
     timings: dict[str, float] = {}
     began = _now()
     logger.info(
@@ -322,10 +386,10 @@ def _deploy(
         slot.value, state.live.version if state.live else "nothing",
     )  # fmt: skip
     started = time.monotonic()
-    if not pulled:
+    if not _ours(running, slot, parameters, run):
         pull_image(block, parameters.image)
         timings["pull"] = round(time.monotonic() - started, 3)
-    start_slot(block, parameters.image, slot, parameters.version)
+        start_slot(block, parameters.image, slot, parameters.version, run)
     try:
         _verify_candidate(target, slot, timings)
         if target.blue_green:
@@ -392,13 +456,7 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
     """Switch back to a kept version with the release's own health, smoke and switch steps."""
     block = parameters.target_block or parameters.environment
     target = read_target(block)
-    with concurrency(
-        f"release-{target.environment}",
-        occupy=1,
-        strict=True,
-        timeout_seconds=3600,
-        lease_duration=LEASE_S,
-    ):
+    with environment_lock(target):
         state = read_host_state(block)
         choice = rollback_choice(state, parameters.to_version)
         if isinstance(choice, str):
@@ -409,4 +467,5 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
             git_sha=git_sha or "0000000", requested_by=parameters.requested_by,
             target_block=parameters.target_block,
         )  # fmt: skip
-        return _deploy(release_parameters, target, state, None, outcome="rolled-back")
+        run = str(flow_run.get_id() or "")
+        return _deploy(release_parameters, target, state, None, outcome="rolled-back", run=run)

@@ -1,6 +1,7 @@
 """The `deliver` command: help, JSON status and exit codes scripts can rely on."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -67,3 +68,13 @@ def test_ci_refuses_a_malformed_build_arg():
     done = deliver("ci", "--build-arg", "NOVALUE")
     assert done.returncode == 1
     assert "expected NAME=VALUE" in done.stderr
+
+
+def test_no_configured_server_is_a_clear_error_not_a_throwaway_server(tmp_path):
+    """Without --sandbox or PREFECT_API_URL, operator commands say what to set, exit 1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path)
+    done = deliver("status", env=env)
+    assert done.returncode == 1
+    assert "PREFECT_API_URL is unset" in done.stderr
+    assert "temporary server" not in done.stderr + done.stdout

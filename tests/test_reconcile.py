@@ -1,6 +1,6 @@
 """Reconciling a host's recorded state with what actually serves. Pure."""
 
-from deliver.planning.release import HostState, Release, RunningSlot, Slot, reconcile
+from deliver.planning.release import HostState, Release, RunningSlot, Slot, reconcile, target_slot
 
 OLD = "reg/app@sha256:" + "1" * 64
 NEW = "reg/app@sha256:" + "2" * 64
@@ -41,3 +41,12 @@ def test_without_nginx_the_only_running_slot_wins():
     assert fixed is not None
     assert fixed.live is not None
     assert fixed.live.slot is Slot.GREEN
+
+
+def test_a_first_release_starts_beside_the_slot_the_front_points_at():
+    empty = HostState(live=None, kept=(), history=())
+    assert target_slot(empty, serving=Slot.BLUE) is Slot.GREEN
+    assert target_slot(empty, serving=Slot.GREEN) is Slot.BLUE
+    assert target_slot(empty) is Slot.BLUE
+    live = Release(version="1.0", image=OLD, git_sha="abcdef1", slot=Slot.GREEN, since="t0")
+    assert target_slot(HostState(live=live, kept=(), history=()), serving=Slot.GREEN) is Slot.BLUE

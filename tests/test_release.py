@@ -78,8 +78,9 @@ def run_release(image: str, environment: str, version: str, **extra: Any) -> tup
     return state, state.result(raise_on_failure=False)
 
 
-def waiting_run(version: str, timeout_s: float = 60.0) -> str:
-    """The id of the production release of `version` once it waits for approval."""
+def waiting_run(version: str, timeout_s: float = 120.0) -> str:
+    """The id of the production release of `version` once it waits for approval (after a killed
+    release, only once that release's lease on the environment has expired)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for waiting in waiting_releases():
@@ -284,27 +285,37 @@ def test_images_must_be_by_digest(image):
                           requested_by="tester")  # fmt: skip
 
 
-def test_releases_started_at_once_run_one_at_a_time(images, sandbox_config):
-    """Five staging releases started together hold the environment's limit in turn."""
-    outcomes: list[Any] = []
-    threads = [
-        threading.Thread(
-            target=lambda n=name: outcomes.append(
-                run_release(images[n], "staging", VARIANTS[n]["VERSION"])
-            )
-        )
-        for name in ("k1", "k2", "k3", "k4", "k5")
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert len(outcomes) == 5
+def test_production_releases_started_at_once_run_one_at_a_time(images, sandbox_config):
+    """Five production releases started and approved together change production in turn."""
+    state, _ = run_release(images["v1"], "staging", "1.0.1")
+    assert state.is_completed()
+    versions = [f"1.0.1-rc{n}" for n in range(1, 6)]
+    releases = [ProductionRelease(images["v1"], version) for version in versions]
+    for production in releases:
+        waiting_run(production.version)
+    deciders = [threading.Thread(target=p.decide, kwargs={"reason": "at once"}) for p in releases]
+    for decider in deciders:
+        decider.start()
+    for decider in deciders:
+        decider.join()
+    outcomes = [production.result() for production in releases]
     assert all(state.is_completed() for state, _ in outcomes), outcomes
-    history = host_state(sandbox_config, "staging")["history"][-5:]
+    history = [r for r in host_state(sandbox_config, "production")["history"]
+               if r["version"] in versions]  # fmt: skip
+    assert len(history) == 5
     spans = sorted((record["began"], record["at"]) for record in history)
     for (_, ended), (began, _) in itertools.pairwise(spans):
         assert ended <= began, spans
+    running = only_running_slots(sandbox_config)
+    assert running == [host_state(sandbox_config, "production")["live"]["slot"]]
+
+
+def only_running_slots(sandbox_config: Any, environment: str = "production") -> list[str]:
+    import docker
+
+    engine = docker.from_env()
+    labels = ["dev.deliver.app=stock-api", f"dev.deliver.environment={environment}"]
+    return [c.labels["dev.deliver.slot"] for c in engine.containers.list(filters={"label": labels})]
 
 
 def test_five_releases_keep_three_versions(images, sandbox_config, docker_engine):
@@ -341,6 +352,7 @@ def test_rejection_leaves_production_unchanged(images, sandbox_config):
     assert state.is_cancelled()
     assert "freeze week" in (state.message or "")
     assert host_state(sandbox_config, "production")["live"] == before
+    assert only_running_slots(sandbox_config) == [before["slot"]]  # the candidate was stopped
 
 
 def test_approval_timeout_changes_nothing(images, sandbox_config):
@@ -352,7 +364,9 @@ def test_approval_timeout_changes_nothing(images, sandbox_config):
     state, _ = run_release(images["v2"], "production", "1.0.2", approval_policy="quick-approvals")
     assert state.is_final()
     assert not state.is_completed()
-    assert "never resumed" in (state.message or "")  # Prefect's own words for an expired pause
+    # Whichever notices first: the flow's own words, or Prefect's for an expired pause.
+    message = state.message or ""
+    assert "No decision within 3 s" in message or "never resumed" in message, message
     assert host_state(sandbox_config, "production")["live"] == before
 
 
@@ -455,3 +469,39 @@ def test_production_needs_the_digest_live_on_staging(images, sandbox_config):
     state, error = run_release(images["k1"], "production", "2.0.1")
     assert state.is_failed()
     assert isinstance(error, NotOnStaging)
+
+
+def processes_of(flow_run_id: str) -> list[int]:
+    """Pids whose environment names this flow run (a worker's flow run process does)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+    return found
+
+
+def test_deployment_release_suspends_without_holding_a_process(images, sandbox_config):
+    """Run from a deployment, a production release suspends: no process waits for the approver;
+    approving reschedules it on the worker, which finishes the release."""
+    from deliver.demo import deploy_release, start_release, wait_for
+
+    state, _ = run_release(images["v1"], "staging", "1.0.1")
+    assert state.is_completed()
+    deployment_id = deploy_release(sandbox_config.work_pool)
+    parameters = {"image": images["v1"], "environment": "production", "version": "1.0.1",
+                  "git_sha": SHA, "requested_by": "tester"}  # fmt: skip
+    run_id = start_release(deployment_id, parameters)
+    run = wait_for(run_id, until={"PAUSED"}, timeout_s=120)
+    assert run.state.name == "Suspended", run.state
+    deadline = time.monotonic() + 30
+    while processes_of(str(run_id)):
+        assert time.monotonic() < deadline, "a process still holds the suspended run"
+        time.sleep(0.5)
+    decide(str(run_id), decision="approve", approver="demo-approver", reason="suspend", code="")
+    run = wait_for(run_id, until={"COMPLETED"}, timeout_s=180)
+    assert run.state.is_completed(), run.state
+    assert version_at(sandbox_config.production_front_url) == "1.0.1"
+    record = host_state(sandbox_config, "production")["history"][-1]
+    assert record["approval"]["reason"] == "suspend"
+    assert record["flow_run"] == str(run_id)

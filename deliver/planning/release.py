@@ -93,9 +93,12 @@ class HostState:
         )
 
 
-def target_slot(state: HostState) -> Slot:
-    """The idle slot: green when nothing or blue is live."""
-    return state.live.slot.idle if state.live else Slot.BLUE
+def target_slot(state: HostState, serving: Slot | None = None) -> Slot:
+    """The slot a new version starts in: the one neither live nor behind the front (`serving`,
+    the slot nginx points at), so a candidate never takes traffic before its switch."""
+    if state.live is not None:
+        return state.live.slot.idle
+    return serving.idle if serving is not None else Slot.BLUE
 
 
 def container_name(app: str, environment: str, slot: Slot) -> str:
@@ -172,6 +175,7 @@ class RunningSlot:
     slot: Slot
     version: str
     image: str
+    run: str = ""  # the flow run that started it
 
 
 def reconcile(

@@ -60,6 +60,7 @@ def evidence_markdown(
     production: HostState,
     staging: HostState,
     ci: str,
+    candidate: str = "",
 ) -> str:
     """What the approver sees on the resume form."""
     live = production.live
@@ -72,7 +73,9 @@ def evidence_markdown(
         f"- image: `{image}`\n- commit: `{git_sha}`\n- requested by: {requested_by}\n"
         f"- production now: {now}\n"
         f"- staging: {staged}; last staging release: {last.get('outcome', '-')} "
-        f"at {last.get('at', '-')} (health and smoke checks passed)\n\n"
+        f"at {last.get('at', '-')} (health and smoke checks passed)\n"
+        + (f"- candidate: {candidate}\n" if candidate else "")
+        + "\n"
         f"### CI\n\n{ci.removeprefix('# ')}\n\n"
         "Approve or reject below: your name, and a reason (required to reject). "
         "Approvers with a one-time code secret must give their current code."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from prefect import get_run_logger, task
@@ -13,7 +14,13 @@ from blocks.deploy_target import DeployTarget
 from deliver.errors import DeployTargetInvalid, HostUnreachable, RemoteCommandFailed
 from deliver.planning.release import HostState, RunningSlot, Slot, container_name
 from deliver.tasks.registry import load_credentials
-from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
+from deliver.tasks.ssh import (
+    ConnectionPool,
+    Remote,
+    SshAddress,
+    load_private_key,
+    pinned_host_keys,
+)
 
 STATE_FILE = "release-state.json"
 SWITCH_SCRIPT = """
@@ -80,12 +87,20 @@ def load_target(block: str) -> DeployTarget:
         raise DeployTargetInvalid(block=block, field="(block)", detail=str(exc)) from exc
 
 
-def connect(target: DeployTarget, block: str) -> Remote:
+CONNECTIONS = ConnectionPool()
+
+
+def connect(target: DeployTarget, block: str) -> AbstractContextManager[Remote]:
+    """A verified connection to the block's host, reused across a run's steps while idle."""
     address = SshAddress(host=target.host, port=target.port, user=target.user)
-    key = load_private_key(target.private_key.get_secret_value(), block=block)
-    return Remote(
-        address, private_key=key, host_keys=pinned_host_keys(address, target.host_keys, block=block)
-    )
+    secret = target.private_key.get_secret_value()
+
+    def open_new() -> Remote:
+        key = load_private_key(secret, block=block)
+        host_keys = pinned_host_keys(address, target.host_keys, block=block)
+        return Remote(address, private_key=key, host_keys=host_keys)
+
+    return CONNECTIONS.borrow(ConnectionPool.key(address, secret, target.host_keys), open_new)
 
 
 @task(name="read_target")
@@ -165,8 +180,11 @@ def pull_image(block: str, image: str) -> None:
 
 
 @task(name="start_slot", task_run_name="start-{slot.value}")
-def start_slot(block: str, image: str, slot: Slot, version: str) -> str:
-    """Start `image` in the idle `slot` (replacing whatever stopped there); returns its id."""
+def start_slot(block: str, image: str, slot: Slot, version: str, run: str = "") -> str:
+    """Start `image` in the idle `slot` (replacing whatever is there); returns its id.
+
+    `run`, the flow run starting it, is kept as a label so that run can find it again.
+    """
     target = load_target(block)
     name = container_name(target.app_name, target.environment, slot)
     port = target.slot_ports[slot.value]
@@ -178,6 +196,8 @@ def start_slot(block: str, image: str, slot: Slot, version: str) -> str:
             "--label", f"dev.deliver.environment={target.environment}",
             "--label", f"dev.deliver.slot={slot.value}",
             "--label", f"dev.deliver.version={version}",
+            "--label", f"dev.deliver.run={run}",
+            "--label", f"dev.deliver.image={image}",
             "--publish", f"127.0.0.1:{port}:{target.container_port}",
             image,
         ])  # fmt: skip
@@ -232,6 +252,12 @@ def list_images(block: str, repository: str) -> list[str]:
     return sorted({line for line in listed.stdout.split() if "@sha256:" in line})
 
 
+FORMAT = "|".join(
+    ['{{.Label "dev.deliver.slot"}}', '{{.Label "dev.deliver.version"}}',
+     '{{.Label "dev.deliver.image"}}', '{{.Label "dev.deliver.run"}}']
+)  # fmt: skip
+
+
 @task(name="inspect_host")
 def inspect_host(block: str) -> tuple[list[RunningSlot], Slot | None]:
     """The app's running slot containers, and the slot nginx serves (None without nginx)."""
@@ -241,7 +267,7 @@ def inspect_host(block: str) -> tuple[list[RunningSlot], Slot | None]:
             "docker", "ps",
             "--filter", f"label=dev.deliver.app={target.app_name}",
             "--filter", f"label=dev.deliver.environment={target.environment}",
-            "--format", '{{.Label "dev.deliver.slot"}} {{.Label "dev.deliver.version"}} {{.Image}}',
+            "--format", FORMAT,
         ])  # fmt: skip
         upstream = (
             remote.run(["cat", target.nginx_upstream_file], check=False).stdout
@@ -250,9 +276,10 @@ def inspect_host(block: str) -> tuple[list[RunningSlot], Slot | None]:
         )
     running = []
     for line in listed.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] in {"blue", "green"}:
-            running.append(RunningSlot(slot=Slot(parts[0]), version=parts[1], image=parts[2]))
+        parts = line.split("|")
+        if len(parts) == 4 and parts[0] in {"blue", "green"}:
+            slot, version, image, run = parts
+            running.append(RunningSlot(slot=Slot(slot), version=version, image=image, run=run))
     serving = None
     for slot, port in target.slot_ports.items():
         if f":{port};" in upstream:

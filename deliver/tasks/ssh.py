@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import io
 import shlex
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import paramiko
 
@@ -115,6 +118,14 @@ class Remote:
             time.sleep(delay)
             delay *= 2
 
+    @property
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        self.client.close()
+
     def __enter__(self) -> Remote:
         return self
 
@@ -131,7 +142,10 @@ class Remote:
     ) -> RemoteResult:
         """Run `argv`, quoted with shlex; a non-zero exit raises RemoteCommandFailed if `check`."""
         command = shlex.join(argv)
-        channel_in, stdout, stderr = self.client.exec_command(command, timeout=timeout_s)
+        try:
+            channel_in, stdout, stderr = self.client.exec_command(command, timeout=timeout_s)
+        except (paramiko.SSHException, OSError) as exc:  # no channel: the command never started
+            raise HostUnreachable(host=str(self.address), detail=str(exc)) from exc
         if stdin is not None:
             channel_in.write(stdin)
         channel_in.channel.shutdown_write()
@@ -149,3 +163,51 @@ class Remote:
         """Replace `path` atomically: write a temporary file beside it, then rename."""
         script = 'umask 077; tmp="$1.tmp.$$"; cat > "$tmp" && mv -f "$tmp" "$1"'
         self.run(["sh", "-c", script, "write_file", path], stdin=content)
+
+
+class ConnectionPool:
+    """Idle connections kept for reuse, so a release's steps don't each pay for a handshake.
+
+    A connection is lent to one borrower at a time and kept only while its transport is up;
+    the key must name everything the connection was verified with (address, key, host keys).
+    """
+
+    def __init__(self, *, idle_s: float = 30.0) -> None:
+        self._idle_s = idle_s
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[tuple[Remote, float]]] = {}
+
+    @staticmethod
+    def key(address: SshAddress, private_key: str, host_keys: Sequence[str]) -> str:
+        digest = hashlib.sha256("\0".join([private_key, *host_keys]).encode()).hexdigest()
+        return f"{address}#{digest}"
+
+    @contextmanager
+    def borrow(self, key: str, connect: Callable[[], Remote]) -> Iterator[Remote]:
+        remote = self._take(key) or connect()
+        try:
+            yield remote
+        finally:
+            if remote.alive:
+                with self._lock:
+                    self._idle.setdefault(key, []).append((remote, time.monotonic()))
+            else:
+                remote.close()
+
+    def _take(self, key: str) -> Remote | None:
+        now = time.monotonic()
+        with self._lock:
+            entries = self._idle.get(key, [])
+            while entries:
+                remote, since = entries.pop()
+                if remote.alive and now - since < self._idle_s:
+                    return remote
+                remote.close()
+        return None
+
+    def close_all(self) -> None:
+        with self._lock:
+            entries = [remote for idle in self._idle.values() for remote, _ in idle]
+            self._idle.clear()
+        for remote in entries:
+            remote.close()
