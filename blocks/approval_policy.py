@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import binascii
+
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr, field_validator
+
+from deliver.planning.approval import decode_secret
 
 
 class ApprovalPolicy(Block):
@@ -12,6 +16,7 @@ class ApprovalPolicy(Block):
     _block_type_name = "Approval Policy"
     _block_type_slug = "approval-policy"
     _description = "Approvers of production releases, self-approval, one-time codes and timeout."
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors never show a secret
 
     approvers: list[str] = Field(min_length=1, description="Names allowed to approve or reject.")
     allow_self_approval: bool = Field(
@@ -24,3 +29,15 @@ class ApprovalPolicy(Block):
     timeout_s: float = Field(
         default=86400.0, gt=0, description="How long a release waits for approval (24 h)."
     )
+
+    @field_validator("totp_secrets")
+    @classmethod
+    def _base32(cls, secrets: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for approver, secret in secrets.items():
+            try:
+                decoded = decode_secret(secret.get_secret_value())
+            except (binascii.Error, ValueError):
+                raise ValueError(f"{approver}'s secret is not base32") from None
+            if len(decoded) < 10:
+                raise ValueError(f"{approver}'s secret is shorter than 80 bits")
+        return secrets

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from deliver.spec import SmokeCheck
 
@@ -16,6 +16,7 @@ class DeployTarget(Block):
     _block_type_name = "Deploy Target"
     _block_type_slug = "deploy-target"
     _description = "Where and how the release flow deploys one environment of a service."
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors never show the key
 
     environment: Literal["staging", "production"] = Field(description="The environment's name.")
     host: str = Field(description="SSH host name or address of the deploy host.")

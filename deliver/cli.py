@@ -132,6 +132,21 @@ def _rollback(args: argparse.Namespace) -> int:
     return release_command.rollback(args)
 
 
+def _blocks_register(args: argparse.Namespace) -> int:
+    _use_prefect(args)
+    from blocks import BLOCK_TYPES
+
+    registered = []
+    for block_type in BLOCK_TYPES:
+        block_type.register_type_and_schema()
+        registered.append(block_type.get_block_type_slug())
+    if args.json:
+        print(json.dumps(registered))
+    else:
+        print("Registered block types (Blocks > + in the UI): " + ", ".join(registered))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deliver", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -167,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--requested-by", default="operator", help="who asks for it")
     back.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     back.set_defaults(handler=_rollback)
+
+    blocks = commands.add_parser("blocks", help="the block types credentials live in")
+    block_actions = blocks.add_subparsers(dest="action", required=True, metavar="ACTION")
+    register = block_actions.add_parser(
+        "register", help="register the block types, so the UI's block catalogue has their forms"
+    )
+    register.add_argument("--json", action="store_true", help="print the slugs as JSON")
+    register.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    register.set_defaults(handler=_blocks_register)
 
     box = commands.add_parser("sandbox", help="the local delivery sandbox on loopback")
     actions = box.add_subparsers(dest="action", required=True, metavar="ACTION")

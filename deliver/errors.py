@@ -24,6 +24,17 @@ class PrefectNotConfigured(DeliveryError):
         )
 
 
+class BlockInvalid(DeliveryError):
+    """A block document failed its own validation when loaded; never shows the values."""
+
+    def __init__(self, *, block_type: str, block: str, field: str, detail: str) -> None:
+        self.block, self.field, self.detail = block, field, detail
+        super().__init__(
+            f"{block_type} block {block!r}, field {field!r}: {detail}. Fix it in the UI "
+            "(Blocks) or with Block.save(..., overwrite=True)."
+        )
+
+
 class SandboxError(DeliveryError):
     """A sandbox component could not be set up, checked or stopped."""
 

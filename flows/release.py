@@ -208,7 +208,7 @@ def require_on_staging(params: ReleaseParameters) -> HostState:
 
 
 def approve_then_deploy(
-    params: ReleaseParameters, target: TargetView, staging: HostState, run: str
+    params: ReleaseParameters, target: TargetView, staging: HostState, run: str, timeout_s: int
 ) -> ReleaseResult | State[Any]:
     """Wait for a valid decision; deploy on approval, else change nothing and say why.
 
@@ -224,7 +224,6 @@ def approve_then_deploy(
         candidate=f"{params.version} healthy in the idle slot, serving no traffic yet",
     )  # fmt: skip
     form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
-    timeout_s = int(read_approval_timeout(params.approval_policy))
     deadline = time.monotonic() + timeout_s
     for attempt in itertools.count(1):
         remaining = max(1, int(deadline - time.monotonic()))
@@ -360,9 +359,10 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     target = read_target(block)
     run = str(flow_run.get_id() or "")
     if target.environment == "production":
+        timeout_s = int(read_approval_timeout(parameters.approval_policy))  # checks the policy
         staging = require_on_staging(parameters)
         pull_image(block, parameters.image)
-        return approve_then_deploy(parameters, target, staging, run)
+        return approve_then_deploy(parameters, target, staging, run, timeout_s)
     with environment_lock(target):
         return _deploy(parameters, target, read_host_state(block), None, run=run)
 

@@ -78,3 +78,11 @@ def test_no_configured_server_is_a_clear_error_not_a_throwaway_server(tmp_path):
     assert done.returncode == 1
     assert "PREFECT_API_URL is unset" in done.stderr
     assert "temporary server" not in done.stderr + done.stdout
+
+
+def test_blocks_register_puts_the_types_in_the_catalogue(prefect_api):
+    """`deliver blocks register` registers our block types and the collections' ones we use."""
+    done = deliver("blocks", "register", "--json", "--sandbox")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(json.loads(done.stdout)) >= {"deploy-target", "approval-policy",
+                                            "docker-registry-credentials", "secret"}  # fmt: skip

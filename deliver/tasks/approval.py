@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
+from typing import Any
 
 from prefect import get_client, task
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -13,12 +13,13 @@ from prefect.client.schemas.sorting import ArtifactSort
 from blocks.approval_policy import ApprovalPolicy
 from deliver.planning.approval import Decision, PolicyView, refusal
 from deliver.planning.release import HostState
+from deliver.tasks.loading import load_block
 
 
 @task(name="check_decision")
 def check_decision(policy_block: str, decision: Decision, requester: str) -> str | None:
     """Why `decision` fails the policy, or None; the secrets stay inside this task."""
-    policy = cast(ApprovalPolicy, ApprovalPolicy.load(policy_block))
+    policy = load_block(ApprovalPolicy, policy_block)
     view = PolicyView(
         approvers=tuple(policy.approvers),
         allow_self_approval=policy.allow_self_approval,
@@ -29,7 +30,7 @@ def check_decision(policy_block: str, decision: Decision, requester: str) -> str
 
 @task(name="read_approval_timeout")
 def read_approval_timeout(policy_block: str) -> float:
-    return float(cast(ApprovalPolicy, ApprovalPolicy.load(policy_block)).timeout_s)
+    return float(load_block(ApprovalPolicy, policy_block).timeout_s)
 
 
 @task(name="find_ci_evidence")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import Any
 
 from prefect import get_run_logger, task
-from pydantic import ValidationError
 
 from blocks.deploy_target import DeployTarget
-from deliver.errors import DeployTargetInvalid, HostUnreachable, RemoteCommandFailed
+from deliver.errors import BlockInvalid, DeployTargetInvalid, HostUnreachable, RemoteCommandFailed
 from deliver.planning.release import HostState, RunningSlot, Slot, container_name
+from deliver.tasks.loading import load_block
 from deliver.tasks.registry import load_credentials
 from deliver.tasks.ssh import (
     ConnectionPool,
@@ -78,13 +78,11 @@ def _retry_when(*transient: type[Exception]) -> Any:
 
 def load_target(block: str) -> DeployTarget:
     try:
-        return cast(DeployTarget, DeployTarget.load(block))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise DeployTargetInvalid(block=block, field=field, detail=first["msg"]) from exc
-    except ValueError as exc:
-        raise DeployTargetInvalid(block=block, field="(block)", detail=str(exc)) from exc
+        return load_block(DeployTarget, block)
+    except BlockInvalid as exc:
+        raise DeployTargetInvalid(block=block, field=exc.field, detail=exc.detail) from None
+    except ValueError as exc:  # no such block; its message names it and holds no value
+        raise DeployTargetInvalid(block=block, field="(block)", detail=str(exc)) from None
 
 
 CONNECTIONS = ConnectionPool()

@@ -16,6 +16,7 @@ from docker.utils.build import exclude_paths
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
+from deliver import redaction
 from deliver.errors import BuildFailed, ContainerUnhealthy
 from deliver.spec import ContainerSpec
 from deliver.tasks.http import wait_for_health
@@ -92,15 +93,17 @@ def build_image(
             forcerm=True,
             decode=True,
         )
+        output = redaction.SECRETS.stream()
         for chunk in stream:
             if "stream" in chunk:
-                for line in str(chunk["stream"]).splitlines():
+                for line in output.feed(str(chunk["stream"])).splitlines():
                     if line.strip():
                         lines.append(line)
                         logger.info("build | %s", line)
             if "error" in chunk:
+                lines.extend(output.finish().splitlines())
                 step_output = "\n".join(lines[-15:])
-                error = str(chunk["error"]).strip()
+                error = redaction.redact(str(chunk["error"]).strip())
                 detail = f"{error}\nOutput of the failing step:\n{step_output}"
                 raise BuildFailed(context=str(context_dir), detail=detail)
             aux = chunk.get("aux")
@@ -148,7 +151,7 @@ def test_container(image_id: str, container: ContainerSpec, run_label: str) -> C
             logger.info("Probing %s (deadline %.0f s)", url, container.health_timeout_s)
             health = wait_for_health(url, deadline_s=container.health_timeout_s)
             if not health.healthy:
-                logs = running.logs(tail=30).decode(errors="replace")
+                logs = redaction.redact(running.logs(tail=30).decode(errors="replace"))
                 raise ContainerUnhealthy(image=image_id, url=url, detail=health.detail, logs=logs)
             logger.info("Healthy after %d attempt(s), %.2f s", health.attempts, health.elapsed_s)
         finally:

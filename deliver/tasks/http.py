@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from deliver.planning.release import smoke_problem
+from deliver.tasks.loading import http_client
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,7 +40,7 @@ def wait_for_health(
     delay, attempts = first_delay_s, 0
     status: int | None = None
     detail = "no attempt made"
-    with httpx.Client(timeout=request_timeout_s) as client:
+    with http_client(timeout=request_timeout_s) as client:
         while True:
             attempts += 1
             try:
@@ -81,7 +82,7 @@ def smoke_failures(
     """
     failures = []
     limits = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+    with http_client(base_url=base_url, timeout=timeout_s, limits=limits) as client:
         for check in checks:
             response, error = _answer_from(client, check.path, upstream, deadline_s)
             if response is None:
@@ -111,7 +112,7 @@ def wait_for_upstream(
     """
     started, seen, streak = time.monotonic(), "nothing", 0
     limits = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(timeout=2.0, limits=limits) as client:
+    with http_client(timeout=2.0, limits=limits) as client:
         while time.monotonic() - started < deadline_s:
             try:
                 seen = client.get(url).headers.get("X-Deliver-Upstream", "no header")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, cast
+from typing import Any
 
 import docker.errors
 import httpx
@@ -18,7 +18,9 @@ from deliver.planning.registry import (
     registry_api_base,
     registry_host,
 )
+from deliver.redaction import redact
 from deliver.tasks.docker_image import docker_client
+from deliver.tasks.loading import http_client, load_block
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,8 +41,7 @@ class RegistryImage:
 
 
 def load_credentials(block_name: str) -> DockerRegistryCredentials:
-    # Prefect's sync-or-async loader returns the block when called from sync code.
-    return cast(DockerRegistryCredentials, DockerRegistryCredentials.load(block_name))
+    return load_block(DockerRegistryCredentials, block_name)
 
 
 def _auth(credentials: DockerRegistryCredentials) -> tuple[str, str]:
@@ -53,7 +54,7 @@ class _Registry:
     def __init__(self, credentials: DockerRegistryCredentials, block_name: str) -> None:
         self.credentials, self.block_name = credentials, block_name
         self.base = registry_api_base(credentials.registry_url)
-        self.http = httpx.Client(base_url=self.base, auth=_auth(credentials), timeout=10)
+        self.http = http_client(base_url=self.base, auth=_auth(credentials), timeout=10)
 
     def __enter__(self) -> _Registry:
         return self
@@ -160,7 +161,8 @@ def push_image(block_name: str, name: str, tags: list[str]) -> RegistryImage:
                 )
                 outcome = read_push_stream(stream)
             except docker.errors.APIError as exc:
-                raise PushFailed(reference=reference, detail=str(exc), transient=True) from exc
+                detail = redact(str(exc))
+                raise PushFailed(reference=reference, detail=detail, transient=True) from None
             if outcome.error is not None:
                 if (
                     "unauthorized" in outcome.error.lower()
@@ -168,7 +170,7 @@ def push_image(block_name: str, name: str, tags: list[str]) -> RegistryImage:
                 ):
                     raise RegistryAuthFailed(registry=repository, block=block_name)
                 raise PushFailed(
-                    reference=reference, detail=outcome.error, transient=outcome.transient
+                    reference=reference, detail=redact(outcome.error), transient=outcome.transient
                 )
             if digest is not None and outcome.digest != digest:
                 raise PushFailed(

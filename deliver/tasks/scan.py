@@ -31,6 +31,7 @@ from deliver.planning.ci import (
 from deliver.planning.osv import cyclonedx_sbom, parse_dpkg_status, parse_python_metadata
 from deliver.spec import ScanPolicy
 from deliver.tasks.docker_image import docker_client
+from deliver.tasks.loading import http_client
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,7 +140,7 @@ def audit_python(packages: list[tuple[str, str]], advisory_url: str) -> tuple[li
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ScanFailed(image="-", reason=f"pip-audit failed: {last}") from None
     findings = []
-    http = httpx.Client(timeout=10)
+    http = http_client(timeout=10)
     for dependency in report.get("dependencies", []):
         for vuln in dependency.get("vulns", []):
             ids = [vuln["id"], *vuln.get("aliases", [])]

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from deliver.redaction import redact
+
 TAIL_LINES = 40
 
 
@@ -55,7 +57,7 @@ def run_streamed(
             start_new_session=True,
         )
     except FileNotFoundError as exc:
-        line = f"{argv[0]}: command not found ({exc.strerror})"
+        line = redact(f"{argv[0]}: command not found ({exc.strerror})")
         on_line(line)
         return CommandResult(argv=tuple(argv), exit_code=127, tail=(line,), duration_s=0.0)
     timed_out = threading.Event()
@@ -69,7 +71,7 @@ def run_streamed(
     try:
         assert process.stdout is not None  # noqa: S101 (set by stdout=PIPE)
         for raw in process.stdout:
-            line = raw.rstrip("\n")
+            line = redact(raw.rstrip("\n"))
             kept.append(line)
             on_line(line)
         exit_code = process.wait()

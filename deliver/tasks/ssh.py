@@ -21,6 +21,7 @@ from deliver.errors import (
     HostUnreachable,
     RemoteCommandFailed,
 )
+from deliver.redaction import redact
 
 TAIL = 20
 
@@ -149,9 +150,10 @@ class Remote:
         if stdin is not None:
             channel_in.write(stdin)
         channel_in.channel.shutdown_write()
-        out = stdout.read().decode(errors="replace")
-        err = stderr.read().decode(errors="replace")
+        out = redact(stdout.read().decode(errors="replace"))
+        err = redact(stderr.read().decode(errors="replace"))
         code = stdout.channel.recv_exit_status()
+        command = redact(command)
         result = RemoteResult(command=command, exit_code=code, stdout=out, stderr=err)
         if check and code != 0:
             raise RemoteCommandFailed(
