@@ -61,6 +61,7 @@ def sandbox_state(sandbox_config: SandboxConfig) -> SandboxState:
     if unhealthy:
         details = "; ".join(f"{s.name}: {s.detail}" for s in unhealthy)
         pytest.fail(f"Sandbox unhealthy ({details}). Run `deliver sandbox status`.", pytrace=False)
+    os.environ.update(sandbox_config.prefect_env())  # now with the API auth string, for commands
     return SandboxState.load(sandbox_config.state_dir)
 
 
@@ -111,7 +112,10 @@ def nginx_front(sandbox_state: SandboxState, sandbox_config: SandboxConfig) -> d
 @pytest.fixture(scope="session")
 def prefect_api(sandbox_state: SandboxState, sandbox_config: SandboxConfig) -> Iterator[str]:
     """Prefect settings pointing at the sandbox server for the whole session."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: sandbox_config.prefect_api_url}):
+    env = sandbox_config.prefect_env()  # now with the auth string `sandbox up` made
+    updates = {PREFECT_API_URL: sandbox_config.prefect_api_url,
+               PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING")}  # fmt: skip
+    with temporary_settings(updates=updates):
         yield sandbox_config.prefect_api_url

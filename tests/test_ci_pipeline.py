@@ -188,17 +188,22 @@ def test_green_path_publishes_artifacts(green, prefect_api):
     _, result = green
     runs = final_task_runs(green[0].state_details.flow_run_id)
     assert runs
-    found = {}
-    for key in ("ci-stock-api", "ci-checks-stock-api", "scan-stock-api", "sbom-stock-api"):
-        response = httpx.post(
-            f"{prefect_api}/artifacts/latest/filter",
-            json={"artifacts": {"key": {"any_": [key]}}, "limit": 1},
-        )
-        assert response.status_code == 200, response.text
-        found[key] = response.json()
-    assert all(found.values()), {k: bool(v) for k, v in found.items()}
-    assert result.image in found["ci-stock-api"][0]["data"]
-    assert "CycloneDX" in found["sbom-stock-api"][0]["data"]
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    keys = ["ci-stock-api", "ci-checks-stock-api", "scan-stock-api", "sbom-stock-api"]
+
+    async def latest() -> dict[str, str]:
+        async with get_client() as client:
+            found = await client.read_latest_artifacts(
+                artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=keys))
+            )
+            return {str(artifact.key): str(artifact.data) for artifact in found}
+
+    found = asyncio.run(latest())
+    assert set(found) == set(keys)
+    assert result.image in found["ci-stock-api"]
+    assert "CycloneDX" in found["sbom-stock-api"]
 
 
 def test_rerun_of_unchanged_commit_is_cached_and_not_rebuilt(green, ci, app_repo):

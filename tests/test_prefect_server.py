@@ -47,10 +47,29 @@ def test_flow_run_is_recorded_on_the_sandbox_server(prefect_api):
 
 def test_work_pool_has_an_online_process_worker(prefect_api, sandbox_config):
     """The sandbox's work pool is a process pool with its worker online."""
-    pool_url = f"{prefect_api}/work_pools/{sandbox_config.work_pool}"
-    assert httpx.get(pool_url).json()["type"] == "process"
-    workers = httpx.post(f"{pool_url}/workers/filter", json={}).json()
-    assert [(w["name"], w["status"]) for w in workers] == [(WORKER_NAME, "ONLINE")]
+
+    async def read() -> tuple[str, list[tuple[str, str]]]:
+        async with get_client() as client:
+            pool = await client.read_work_pool(sandbox_config.work_pool)
+            workers = await client.read_workers_for_work_pool(sandbox_config.work_pool)
+            return pool.type, [(w.name, str(w.status.value)) for w in workers]
+
+    assert asyncio.run(read()) == ("process", [(WORKER_NAME, "ONLINE")])
+
+
+def test_the_api_needs_the_auth_string_and_a_csrf_token(prefect_api, sandbox_config):
+    """Hardened like a shared server: no auth string, 401; authenticated but without a CSRF
+    token, a change is refused; health stays open for probes."""
+    auth = sandbox_config.prefect_auth_file.read_text().strip().partition(":")
+    assert httpx.get(f"{prefect_api}/health").status_code == 200
+    assert httpx.get(f"{prefect_api}/flows/count").status_code == 401
+    with httpx.Client(auth=(auth[0], auth[2])) as client:
+        assert client.post(f"{prefect_api}/flows/count").status_code == 403
+        client_id = "test-client"
+        token = client.get(f"{prefect_api}/csrf-token", params={"client": client_id}).json()
+        headers = {"Prefect-Csrf-Token": token["token"], "Prefect-Csrf-Client": client_id}
+        assert client.post(f"{prefect_api}/flows/count", headers=headers).status_code == 200
+    assert sandbox_config.prefect_auth_file.stat().st_mode & 0o077 == 0
 
 
 def test_worker_runs_a_deployment_of_project_code(prefect_api, sandbox_config):

@@ -67,15 +67,23 @@ class SandboxConfig:
     def component_dir(self, name: str) -> Path:
         return self.state_dir / name
 
+    @property
+    def prefect_auth_file(self) -> Path:
+        """The server's API auth string (`user:password`, mode 0600), made by `sandbox up`."""
+        return self.state_dir / "prefect" / "api-auth"
+
     def prefect_env(self) -> dict[str, str]:
         """Settings for any Prefect process that talks to this sandbox's server."""
-        return {
+        env = {
             "PREFECT_HOME": str(self.prefect_home),
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_HOST": LOOPBACK,
             "PREFECT_SERVER_API_PORT": str(self.prefect_port),
         }
+        if self.prefect_auth_file.exists():
+            env["PREFECT_API_AUTH_STRING"] = self.prefect_auth_file.read_text().strip()
+        return env
 
     def used_ports(self) -> list[int]:
         ports = [self.registry_port, self.nginx_port, self.prefect_port, self.advisory_port]

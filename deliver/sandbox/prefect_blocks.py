@@ -83,13 +83,19 @@ class PrefectBlocks(Component):
     name = "prefect-blocks"
 
     def _settings(self, ctx: Context) -> Any:
-        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+        from prefect.settings import (
+            PREFECT_API_AUTH_STRING,
+            PREFECT_API_URL,
+            PREFECT_HOME,
+            temporary_settings,
+        )
 
         ctx.config.prefect_home.mkdir(parents=True, exist_ok=True)
         return temporary_settings(
             updates={
                 PREFECT_API_URL: ctx.config.prefect_api_url,
                 PREFECT_HOME: ctx.config.prefect_home,
+                PREFECT_API_AUTH_STRING: ctx.config.prefect_env().get("PREFECT_API_AUTH_STRING"),
             }
         )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import secrets
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +28,37 @@ def prefect_process_env(ctx: Context) -> dict[str, str]:
     return {**os.environ, **ctx.config.prefect_env()}
 
 
+def ensure_auth_string(ctx: Context) -> str:
+    """The server's API auth string, generated once and kept owner-only."""
+    path = ctx.config.prefect_auth_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(f"deliver:{secrets.token_urlsafe(24)}\n")
+    return path.read_text().strip()
+
+
+def api_auth(ctx: Context) -> httpx.BasicAuth:
+    user, _, password = ensure_auth_string(ctx).partition(":")
+    return httpx.BasicAuth(user, password)
+
+
+def api_post(ctx: Context, path: str, body: object) -> httpx.Response:
+    """POST to the sandbox's API as its clients do: authenticated, with a CSRF token."""
+    base = ctx.config.prefect_api_url
+    client_id = uuid.uuid4().hex
+    with httpx.Client(auth=api_auth(ctx), timeout=3.0) as http:
+        token = http.get(f"{base}/csrf-token", params={"client": client_id})
+        headers = {}
+        if token.status_code == 200:
+            headers = {
+                "Prefect-Csrf-Token": token.json()["token"],
+                "Prefect-Csrf-Client": client_id,
+            }
+        return http.post(f"{base}{path}", json=body, headers=headers)
+
+
 class PrefectServer(Daemon):
     name = "prefect-server"
     startup_timeout = 120.0
@@ -41,7 +74,15 @@ class PrefectServer(Daemon):
         return [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", port]
 
     def env(self, ctx: Context) -> Mapping[str, str]:
-        return prefect_process_env(ctx)
+        # Shared-server hardening: every API call needs the auth string, and changes need a
+        # CSRF token, so a page on another origin can't drive the API from a browser.
+        auth = ensure_auth_string(ctx)
+        return {
+            **prefect_process_env(ctx),
+            "PREFECT_SERVER_API_AUTH_STRING": auth,
+            "PREFECT_API_AUTH_STRING": auth,
+            "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+        }
 
     def probe(self, ctx: Context) -> str | None:
         return http_probe(f"{ctx.config.prefect_api_url}/health", timeout_s=3.0)
@@ -69,9 +110,10 @@ class PrefectWorker(Daemon):
         return ctx.config.state_dir.parent
 
     def probe(self, ctx: Context) -> str | None:
-        url = f"{ctx.config.prefect_api_url}/work_pools/{ctx.config.work_pool}/workers/filter"
+        path = f"/work_pools/{ctx.config.work_pool}/workers/filter"
+        url = f"{ctx.config.prefect_api_url}{path}"
         try:
-            response = httpx.post(url, json={}, timeout=3.0)
+            response = api_post(ctx, path, {})
         except httpx.HTTPError as exc:
             return f"POST {url} failed: {exc}"
         if response.status_code != 200:
