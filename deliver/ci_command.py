@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from deliver import sandbox
 from deliver.errors import DeliveryError
+from deliver.sandbox.prefect_server import ensure_prefect_auth
 from deliver.sandbox.state import SandboxState
 
 
@@ -48,6 +49,7 @@ def use_sandbox() -> dict[str, str]:
     """Point Prefect at the sandbox; return the CI parameters the sandbox implies."""
     config = sandbox.config_from_env()
     config.prefect_home.mkdir(parents=True, exist_ok=True)
+    ensure_prefect_auth(config)
     os.environ.update(config.prefect_env())
     implied = {"advisory_url": config.advisory_url, "cache_dir": str(config.state_dir / "ci-cache")}
     base_image = SandboxState.load(config.state_dir).fact("base_image")

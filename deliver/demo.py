@@ -67,6 +67,8 @@ def wait_for(run_id: UUID, *, until: set[str], timeout_s: float = 300) -> Any:
 
 def main() -> int:
     config = sandbox.config_from_env()
+    # Before anything imports Prefect: its settings (API URL, auth string) are read at import.
+    implied = use_sandbox()
     step("Sandbox components")
     statuses = sandbox.status(config)
     for status in statuses:
@@ -76,8 +78,7 @@ def main() -> int:
         print("Some components are unhealthy: run `deliver sandbox up`.", file=sys.stderr)
         return 1
 
-    implied = use_sandbox()
-    from flows.ci import CiParameters  # after use_sandbox: Prefect reads its settings at import
+    from flows.ci import CiParameters
 
     ui = config.prefect_api_url.removesuffix("/api")
     step("CI of the sample service (examples/stock-api)")

@@ -15,12 +15,14 @@ import pytest
 from deliver import sandbox
 from deliver.errors import DeliveryError
 from deliver.sandbox.config import SandboxConfig
+from deliver.sandbox.prefect_server import ensure_prefect_auth
 from deliver.sandbox.state import SandboxState
 
 CONFIG = sandbox.config_from_env()
 # Before Prefect is imported anywhere: every Prefect client in the tests talks to the sandbox
 # server with the sandbox's private PREFECT_HOME, never the user's profile.
 CONFIG.prefect_home.mkdir(parents=True, exist_ok=True)
+ensure_prefect_auth(CONFIG)
 os.environ.update(CONFIG.prefect_env())
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from deliver.sandbox.component import Context, Daemon, http_probe
+from deliver.sandbox.config import SandboxConfig
 
 WORKER_NAME = "sandbox-worker-1"
 
@@ -29,8 +30,13 @@ def prefect_process_env(ctx: Context) -> dict[str, str]:
 
 
 def ensure_auth_string(ctx: Context) -> str:
-    """The server's API auth string, generated once and kept owner-only."""
-    path = ctx.config.prefect_auth_file
+    return ensure_prefect_auth(ctx.config)
+
+
+def ensure_prefect_auth(config: SandboxConfig) -> str:
+    """The server's API auth string, generated once and kept owner-only. Made before any client
+    imports Prefect (whose settings are read at import), so clients and server agree."""
+    path = config.prefect_auth_file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
