@@ -7,13 +7,15 @@ Exit codes: 0 success, 1 a delivery error (the message says what to do), 2 bad u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
 from deliver import sandbox
-from deliver.errors import DeliveryError, PrefectNotConfigured
+from deliver.errors import DeliveryError, PrefectNotConfigured, WebhookNotConfigured
 from deliver.sandbox.component import ComponentStatus
 from deliver.sandbox.manager import component_names
 
@@ -147,6 +149,52 @@ def _blocks_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    _use_prefect(args)
+    from deployments import deploy_all
+
+    done = deploy_all()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(d) for d in done], indent=2))
+    for d in [] if args.json else done:
+        print(f"{d.flow}/{d.name}  {d.deployment_id}")
+    return EXIT_OK
+
+
+def _webhook_serve(args: argparse.Namespace) -> int:
+    implied = {}
+    if args.sandbox:
+        from deliver.ci_command import use_sandbox
+
+        implied = use_sandbox()
+    else:
+        _use_prefect(args)
+    from prefect.blocks.system import Secret
+
+    from deliver.tasks.loading import load_block
+    from deliver.webhook_server import WebhookSettings, serve
+
+    try:
+        # The raw text GitHub signs with; Secret.get() would parse a JSON-looking one.
+        secret = load_block(Secret, args.secret_block).value.get_secret_value()
+    except ValueError as exc:
+        raise WebhookNotConfigured(block=args.secret_block) from exc
+    defaults: dict[str, object] = {"spec_path": args.spec_path}
+    if implied:
+        defaults |= {"advisory_url": implied["advisory_url"], "cache_dir": implied["cache_dir"]}
+        if "base_image" in implied:
+            defaults["build_args"] = {"BASE_IMAGE": implied["base_image"]}
+    text = secret if isinstance(secret, str) else json.dumps(secret)
+    settings = WebhookSettings(secret=text.encode(), ci_defaults=defaults)
+    server = serve(settings, host=args.host, port=args.port)
+    _say(f"webhook endpoint: http://{args.host}:{args.port}/ (POST; Ctrl-C stops)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deliver", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -182,6 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--requested-by", default="operator", help="who asks for it")
     back.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     back.set_defaults(handler=_rollback)
+
+    deploy = commands.add_parser("deploy", help="create or update prefect.yaml's deployments")
+    deploy.add_argument("--json", action="store_true", help="print what was deployed as JSON")
+    deploy.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    deploy.set_defaults(handler=_deploy)
+
+    webhook = commands.add_parser("webhook", help="GitHub-style webhooks that start CI")
+    webhook_actions = webhook.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve_cmd = webhook_actions.add_parser("serve", help="serve the webhook endpoint")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve_cmd.add_argument("--port", type=int, default=8095, help="port to listen on")
+    serve_cmd.add_argument("--secret-block", default="webhook-secret",
+                           help="Secret block holding the webhook's secret")  # fmt: skip
+    serve_cmd.add_argument("--spec-path", default="deliver.yaml", help="the spec in each repo")
+    serve_cmd.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    serve_cmd.set_defaults(handler=_webhook_serve)
 
     blocks = commands.add_parser("blocks", help="the block types credentials live in")
     block_actions = blocks.add_subparsers(dest="action", required=True, metavar="ACTION")

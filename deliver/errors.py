@@ -35,6 +35,14 @@ class BlockInvalid(DeliveryError):
         )
 
 
+class WebhookNotConfigured(DeliveryError):
+    def __init__(self, *, block: str) -> None:
+        super().__init__(
+            f"No Secret block {block!r} holds the webhook secret. Create it in the UI (Blocks, "
+            f"Secret) or with Secret(value='...').save({block!r}), then give GitHub the same."
+        )
+
+
 class SandboxError(DeliveryError):
     """A sandbox component could not be set up, checked or stopped."""
 

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import SyncClientContext
+from prefect.events import emit_event
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,6 +26,7 @@ from deliver.planning.ci import (
     ref_name_problem,
     source_tree_tag,
 )
+from deliver.planning.events import ci_succeeded
 from deliver.spec import PipelineSpec, load_spec
 from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
@@ -255,4 +257,10 @@ def _pipeline(parameters: CiParameters, cache: Path, workdir: Path, logger: Any)
     checks_published.wait()
     publish_result(result)
     logger.info("CI of %s %s: %s", spec.service, result.version, result.image)
+    # Deployment triggers (prefect.yaml) turn this into releases: main to staging, v* tags
+    # to production. The chain shows in the UI's event feed and automations.
+    emit_event(**ci_succeeded(
+        service=spec.service, ref=parameters.ref, kind=checkout.resolved.kind.value,
+        image=result.image, version=result.version, sha=result.sha,
+    ))  # fmt: skip
     return result

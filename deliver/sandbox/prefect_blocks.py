@@ -15,6 +15,7 @@ from deliver.sandbox.component import Component, ComponentStatus, Context
 from deliver.sandbox.config import LOOPBACK, Environment
 from deliver.sandbox.registry import Registry
 
+WEBHOOK_SECRET_BLOCK = "webhook-secret"  # noqa: S105 (a block name)
 REGISTRY_BLOCK = "sandbox-registry"
 APPROVAL_POLICY = "production-approvals"
 DEMO_APPROVER = "demo-approver"
@@ -100,6 +101,7 @@ class PrefectBlocks(Component):
         )
 
     def up(self, ctx: Context) -> ComponentStatus:
+        from prefect.blocks.system import Secret
         from prefect_docker.credentials import DockerRegistryCredentials
 
         from blocks.approval_policy import ApprovalPolicy
@@ -121,9 +123,20 @@ class PrefectBlocks(Component):
                 approvers=[DEMO_APPROVER, "alice"],
                 totp_secrets={"alice": SecretStr(self.alice_secret(ctx))},
             ).save(APPROVAL_POLICY, overwrite=True)
+            secret = SecretStr(self.webhook_secret(ctx))
+            Secret(value=secret).save(WEBHOOK_SECRET_BLOCK, overwrite=True)
             ensure_release_limits([e.value for e in Environment])
-        ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r} and DeployTargets 'staging', 'production'")
+        ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r}, DeployTargets 'staging', 'production', "
+                f"{APPROVAL_POLICY!r} and {WEBHOOK_SECRET_BLOCK!r}")  # fmt: skip
         return self.status(ctx)
+
+    def webhook_secret(self, ctx: Context) -> str:
+        """What `deliver webhook serve --sandbox` checks deliveries' signatures against."""
+        found = ctx.state.credentials("webhook")
+        if not found:
+            found = {"secret": secrets.token_urlsafe(32)}
+            ctx.state.set_credentials("webhook", found)
+        return found["secret"]
 
     def alice_secret(self, ctx: Context) -> str:
         """The sandbox approver 'alice' proves herself with a TOTP code from this secret."""

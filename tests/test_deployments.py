@@ -1,0 +1,142 @@
+"""prefect.yaml's deployments, applied from Python and by `prefect deploy --all`, and the
+chain from a green CI run on main to the staging release, through Prefect's own events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+from prefect.deployments import run_deployment
+
+from deployments import declared
+from tests.conftest import PROJECT_DIR
+
+
+def deliver(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deliver.cli", *args], cwd=PROJECT_DIR,
+                          capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_api, sandbox_state) -> Iterator[dict[str, Any]]:
+    """Every declared deployment; afterwards the ones with triggers are deleted, so no later
+    test's CI run on main starts a release behind its back."""
+    import json
+
+    done = deliver("deploy", "--json", "--sandbox")
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = {d["name"]: d for d in json.loads(done.stdout)}
+    yield found
+
+    async def delete_triggered() -> None:
+        async with get_client() as client:
+            for spec in declared():
+                if spec.get("triggers"):
+                    deployment_id = found[spec["name"]]["deployment_id"]
+                    await client.delete_resource_owned_automations(
+                        f"prefect.deployment.{deployment_id}"
+                    )
+                    await client.delete_deployment(deployment_id)
+
+    asyncio.run(delete_triggered())
+
+
+async def _deployment(deployment_id: str) -> Any:
+    async with get_client() as client:
+        return await client.read_deployment(deployment_id)
+
+
+def test_deliver_deploy_applies_every_declared_deployment(deployed):
+    names = [spec["name"] for spec in declared()]
+    assert sorted(deployed) == sorted(names)
+    production = asyncio.run(_deployment(deployed["release-production"]["deployment_id"]))
+    assert production.enforce_parameter_schema
+    assert production.global_concurrency_limit is not None
+    assert production.global_concurrency_limit.limit == 1
+    schema = production.parameter_openapi_schema
+    assert "parameters" in schema["properties"]
+
+
+def test_a_run_with_a_malformed_parameter_is_refused_before_it_starts(deployed):
+    """An environment outside the enum: refused by the schema, and no run is created."""
+    deployment_id = deployed["release-production"]["deployment_id"]
+
+    async def runs() -> int:
+        async with get_client() as client:
+            return len(await client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[deployment_id]))))  # fmt: skip
+
+    before = asyncio.run(runs())
+    bad = {"parameters": {"image": "x@sha256:" + "a" * 64, "environment": "qa", "version": "1",
+                          "git_sha": "abcdef1", "requested_by": "tester"}}  # fmt: skip
+    with pytest.raises(Exception, match=r"(?i)validation|schema|environment"):
+        run_deployment(deployment_id, parameters=bad, timeout=0)
+    assert asyncio.run(runs()) == before
+
+
+def test_prefect_deploy_all_applies_the_same_list(deployed, sandbox_config):
+    env = {**os.environ, **sandbox_config.prefect_env()}
+    prefect = str(PROJECT_DIR / ".venv" / "bin" / "prefect")
+    done = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=PROJECT_DIR, env=env,
+                          capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    for name in deployed:
+        assert name in done.stdout
+
+
+def test_green_ci_on_main_starts_the_staging_release(deployed, sandbox_config, base_image):
+    """The CI flow emits deliver.ci.succeeded; the release-staging trigger starts a run with its
+    digest, which the worker completes."""
+    import shutil
+    import uuid
+
+    from deliver.ci_command import run_ci
+    from flows.ci import CiParameters
+    from tests.test_ci_pipeline import SAMPLE, git
+
+    repo = sandbox_config.state_dir / "ci-cache" / f"chain-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".*_cache"))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "chain")
+    started = time.time()
+    state, result = run_ci(CiParameters(
+        repo=str(repo), ref="main", spec_path="deliver.yaml",
+        advisory_url=sandbox_config.advisory_url, build_args={"BASE_IMAGE": base_image},
+        cache_dir=str(sandbox_config.state_dir / "ci-cache"),
+    ))  # fmt: skip
+    assert state.is_completed(), result
+    deployment_id = deployed["release-staging"]["deployment_id"]
+
+    async def triggered() -> list[Any]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            )
+            return [
+                r
+                for r in runs
+                if r.created
+                and r.created.timestamp() >= started - 1
+                and r.parameters.get("parameters", {}).get("image") == result.image
+            ]
+
+    deadline = time.monotonic() + 180
+    runs = asyncio.run(triggered())
+    while not (runs and runs[0].state and runs[0].state.is_final()):
+        assert time.monotonic() < deadline, f"no finished staging release of {result.image}"
+        time.sleep(1)
+        runs = asyncio.run(triggered())
+    assert len(runs) == 1
+    assert runs[0].state.is_completed(), runs[0].state
+    assert runs[0].parameters["parameters"]["requested_by"] == "ci-main"
+    shutil.rmtree(repo, ignore_errors=True)
