@@ -127,6 +127,13 @@ def _status(args: argparse.Namespace) -> int:
     return release_command.status(args)
 
 
+def _release(args: argparse.Namespace) -> int:
+    _use_prefect(args)
+    from deliver import release_command
+
+    return release_command.release(args)
+
+
 def _rollback(args: argparse.Namespace) -> int:
     _use_prefect(args)
     from deliver import release_command
@@ -223,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print as JSON")
     status.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     status.set_defaults(handler=_status)
+
+    rel = commands.add_parser("release", help="release an image by digest to an environment")
+    rel.add_argument("--env", required=True, choices=["staging", "production"])
+    rel.add_argument("--image", required=True, help="repository@sha256:<digest>, as CI printed")
+    rel.add_argument("--version", required=True, help="the version label")
+    rel.add_argument("--git-sha", required=True, help="the commit the image was built from")
+    rel.add_argument("--requested-by", default="operator", help="who asks for it")
+    rel.add_argument("--json", action="store_true", help="print the result as JSON")
+    rel.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    rel.set_defaults(handler=_release)
 
     back = commands.add_parser("rollback", help="switch back to a kept version")
     back.add_argument("--env", required=True, choices=["staging", "production"])

@@ -86,3 +86,39 @@ def rollback(args: argparse.Namespace) -> int:
     result = cast(ReleaseResult, value)
     print(f"{result.environment}: rolled back to {result.version} ({result.slot}) at {result.url}")
     return 0
+
+
+def release(args: argparse.Namespace) -> int:
+    """Run the release flow here; a production release waits for `deliver approve` meanwhile."""
+    from pydantic import ValidationError
+
+    from flows.release import ReleaseParameters, ReleaseResult
+    from flows.release import release as release_flow
+
+    try:
+        parameters = ReleaseParameters(
+            image=args.image, environment=args.env, version=args.version,
+            git_sha=args.git_sha, requested_by=args.requested_by,
+        )  # fmt: skip
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            print(f"error: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
+        return 2
+    if parameters.environment == "production":
+        print("Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.",
+              file=sys.stderr)  # fmt: skip
+    state = release_flow(parameters, return_state=True)
+    value = state.result(raise_on_failure=False)
+    if not state.is_completed():
+        print(f"error: release {state.name}: {state.message or value}", file=sys.stderr)
+        return 1
+    result = cast(ReleaseResult, value)
+    if args.json:
+        fields = ("environment", "version", "image", "slot", "url")
+        print(json.dumps({name: getattr(result, name) for name in fields}))
+    else:
+        print(
+            f"{result.environment}: {result.version} live in the {result.slot} slot at {result.url}"
+        )
+    return 0

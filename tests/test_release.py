@@ -505,3 +505,24 @@ def test_deployment_release_suspends_without_holding_a_process(images, sandbox_c
     record = host_state(sandbox_config, "production")["history"][-1]
     assert record["approval"]["reason"] == "suspend"
     assert record["flow_run"] == str(run_id)
+
+
+def test_deliver_release_runs_the_flow_and_refuses_bad_input(images, sandbox_config):
+    """`deliver release` releases to staging and prints JSON; a tag instead of a digest is a
+    usage error (exit 2) naming the option, before anything runs."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "deliver.cli", "release", "--env", "staging", "--sandbox"]
+    args = ["--version", "1.0.2", "--git-sha", SHA, "--json"]
+    done = subprocess.run([*cli, "--image", images["v2"], *args], cwd=PROJECT_DIR,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["version"] == "1.0.2"
+    assert version_at(result["url"]) == "1.0.2"
+    refused = subprocess.run([*cli, "--image", "release-test:v2", *args], cwd=PROJECT_DIR,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert refused.returncode == 2
+    assert "--image" in refused.stderr
+    assert "by digest" in refused.stderr
