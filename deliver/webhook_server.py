@@ -7,6 +7,7 @@ release) is left to the deployment triggers in prefect.yaml.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import threading
@@ -42,9 +43,38 @@ def start_ci(settings: WebhookSettings, run: Run) -> str:
     return str(created.id)
 
 
+class OncePerDelivery:
+    """Concurrent copies of one delivery wait for the first one's run instead of each asking
+    the server (the idempotency key still covers copies that arrive later or elsewhere)."""
+
+    def __init__(self, starter: Callable[[WebhookSettings, Run], str]) -> None:
+        self._starter = starter
+        self._lock = threading.Lock()
+        self._pending: dict[str, concurrent.futures.Future[str]] = {}
+
+    def __call__(self, settings: WebhookSettings, run: Run) -> str:
+        with self._lock:
+            future = self._pending.get(run.delivery)
+            first = future is None
+            if future is None:
+                future = self._pending[run.delivery] = concurrent.futures.Future()
+        if not first:
+            return future.result()
+        try:
+            future.set_result(self._starter(settings, run))
+        except Exception as exc:
+            future.set_exception(exc)
+        finally:
+            with self._lock:
+                del self._pending[run.delivery]
+        return future.result()
+
+
 def handler_for(
     settings: WebhookSettings, starter: Callable[[WebhookSettings, Run], str] = start_ci
 ) -> type[BaseHTTPRequestHandler]:
+    starter = OncePerDelivery(starter)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "deliver-webhook"
 

@@ -78,7 +78,7 @@ def test_a_delivery_replayed_ten_times_at_once_starts_one_run(
 
     def deliver_once(_: int) -> tuple[int, str | None, float]:
         started = time.monotonic()
-        response = httpx.post(endpoint, content=body, headers=headers, timeout=10)
+        response = httpx.post(endpoint, content=body, headers=headers, timeout=60)
         return response.status_code, response.json().get("flow_run_id"), time.monotonic() - started
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
