@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, cast
+from typing import Any
 
 ENVIRONMENTS = ("staging", "production")
 
@@ -71,19 +71,25 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finished(what: str, state: Any) -> Any:
+    """The flow's ReleaseResult, or None after saying on stderr why there is none."""
+    value = state.result(raise_on_failure=False)
+    if state.is_completed():
+        return value
+    print(f"error: {what} {state.name}: {state.message or value}", file=sys.stderr)
+    return None
+
+
 def rollback(args: argparse.Namespace) -> int:
-    from flows.release import ReleaseResult, RollbackParameters
+    from flows.release import RollbackParameters
     from flows.release import rollback as rollback_flow
 
     parameters = RollbackParameters(
         environment=args.env, to_version=args.to, requested_by=args.requested_by
     )
-    state = rollback_flow(parameters, return_state=True)
-    value = state.result(raise_on_failure=False)
-    if not state.is_completed():
-        print(f"error: rollback {state.name}: {value}", file=sys.stderr)
+    result = _finished("rollback", rollback_flow(parameters, return_state=True))
+    if result is None:
         return 1
-    result = cast(ReleaseResult, value)
     print(f"{result.environment}: rolled back to {result.version} ({result.slot}) at {result.url}")
     return 0
 
@@ -92,7 +98,7 @@ def release(args: argparse.Namespace) -> int:
     """Run the release flow here; a production release waits for `deliver approve` meanwhile."""
     from pydantic import ValidationError
 
-    from flows.release import ReleaseParameters, ReleaseResult
+    from flows.release import ReleaseParameters
     from flows.release import release as release_flow
 
     try:
@@ -108,12 +114,9 @@ def release(args: argparse.Namespace) -> int:
     if parameters.environment == "production":
         print("Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.",
               file=sys.stderr)  # fmt: skip
-    state = release_flow(parameters, return_state=True)
-    value = state.result(raise_on_failure=False)
-    if not state.is_completed():
-        print(f"error: release {state.name}: {state.message or value}", file=sys.stderr)
+    result = _finished("release", release_flow(parameters, return_state=True))
+    if result is None:
         return 1
-    result = cast(ReleaseResult, value)
     if args.json:
         fields = ("environment", "version", "image", "slot", "url")
         print(json.dumps({name: getattr(result, name) for name in fields}))

@@ -29,10 +29,6 @@ def prefect_process_env(ctx: Context) -> dict[str, str]:
     return {**os.environ, **ctx.config.prefect_env()}
 
 
-def ensure_auth_string(ctx: Context) -> str:
-    return ensure_prefect_auth(ctx.config)
-
-
 def ensure_prefect_auth(config: SandboxConfig) -> str:
     """The server's API auth string, generated once and kept owner-only. Made before any client
     imports Prefect (whose settings are read at import), so clients and server agree."""
@@ -46,7 +42,7 @@ def ensure_prefect_auth(config: SandboxConfig) -> str:
 
 
 def api_auth(ctx: Context) -> httpx.BasicAuth:
-    user, _, password = ensure_auth_string(ctx).partition(":")
+    user, _, password = ensure_prefect_auth(ctx.config).partition(":")
     return httpx.BasicAuth(user, password)
 
 
@@ -82,7 +78,7 @@ class PrefectServer(Daemon):
     def env(self, ctx: Context) -> Mapping[str, str]:
         # Shared-server hardening: every API call needs the auth string, and changes need a
         # CSRF token, so a page on another origin can't drive the API from a browser.
-        auth = ensure_auth_string(ctx)
+        auth = ensure_prefect_auth(ctx.config)
         return {
             **prefect_process_env(ctx),
             "PREFECT_SERVER_API_AUTH_STRING": auth,
