@@ -127,6 +127,13 @@ def _status(args: argparse.Namespace) -> int:
     return release_command.status(args)
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    _use_prefect(args)
+    from deliver import metrics_command
+
+    return metrics_command.run(args)
+
+
 def _release(args: argparse.Namespace) -> int:
     _use_prefect(args)
     from deliver import release_command
@@ -247,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--requested-by", default="operator", help="who asks for it")
     back.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     back.set_defaults(handler=_rollback)
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="deployment frequency, lead time, change "
+        "failure rate and time to restore, from Prefect's events",
+    )
+    metrics.add_argument("--since", default="30d", help="window: 30d, 12h, 90m (default 30d)")
+    metrics.add_argument("--env", default="production", choices=["staging", "production"])
+    metrics.add_argument("--service", help="one service (default: all)")
+    metrics.add_argument("--json", action="store_true", help="print as JSON")
+    metrics.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
+    metrics.set_defaults(handler=_metrics)
 
     deploy = commands.add_parser("deploy", help="create or update prefect.yaml's deployments")
     deploy.add_argument("--json", action="store_true", help="print what was deployed as JSON")

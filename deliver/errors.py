@@ -172,6 +172,8 @@ class ScanFailed(PipelineError):
 class ReleaseError(DeliveryError):
     """A release step failed; the environment keeps serving what it served."""
 
+    rolled_back = False  # set once traffic had moved to the new version and was moved back
+
 
 class HostKeyRejected(ReleaseError):
     def __init__(self, *, host: str, detail: str) -> None:

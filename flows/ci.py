@@ -27,11 +27,13 @@ from deliver.planning.ci import (
     source_tree_tag,
 )
 from deliver.planning.events import ci_succeeded
+from deliver.planning.notices import Notice, NoticeKind, block_reference_problem
 from deliver.spec import PipelineSpec, load_spec
 from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
 from deliver.tasks.git import check_out
+from deliver.tasks.notify import notification_block, notify, run_link
 from deliver.tasks.registry import find_image, push_image, tag_image
 from deliver.tasks.scan import ScanReport, scan_image
 
@@ -64,6 +66,19 @@ class CiParameters(BaseModel):
     cache_dir: str | None = Field(
         default=None, description="Where app environments and work dirs live; ~/.cache/deliver."
     )
+    notify_block: str | None = Field(
+        default=None,
+        description="Notification block as type/name (custom-webhook/team-chat), told when CI "
+        "fails; none: silent.",
+    )
+
+    @field_validator("notify_block")
+    @classmethod
+    def _notify_block(cls, value: str | None) -> str | None:
+        problem = block_reference_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("ref")
     @classmethod
@@ -186,18 +201,32 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
     logger = get_run_logger()
     cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
     workdir = cache / "work" / str(flow_run.get_id() or "local")
+    if parameters.notify_block:
+        notification_block(parameters.notify_block)  # a wrong name fails before any work
     # One API client for every task: without it each sync task builds its own (~20 ms apiece).
     with SyncClientContext.get_or_create():
+        service = [Path(parameters.repo.rstrip("/")).name.removesuffix(".git")]
         try:
-            return _pipeline(parameters, cache, workdir, logger)
+            return _pipeline(parameters, cache, workdir, logger, service)
+        except Exception as exc:
+            notify(parameters.notify_block, Notice(
+                kind=NoticeKind.CI_FAILED, service=service[0], version=parameters.ref,
+                detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                link=run_link(str(flow_run.get_id() or "")),
+            ))  # fmt: skip
+            raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _pipeline(parameters: CiParameters, cache: Path, workdir: Path, logger: Any) -> CiResult:
+def _pipeline(
+    parameters: CiParameters, cache: Path, workdir: Path, logger: Any, service: list[str]
+) -> CiResult:
+    """`service` gets the spec's name for the service once it is read."""
     checkout = check_out(parameters.repo, parameters.ref, workdir / "src")
     spec_file = checkout.workdir / parameters.spec_path
     spec = read_spec(spec_file)
+    service[0] = spec.service
     app_dir = spec_file.parent
     # The image's identity is fixed by the commit, before checks write anything in the tree.
     context_dir = (app_dir / spec.image.context).resolve()

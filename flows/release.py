@@ -32,6 +32,8 @@ from deliver.errors import (
     SmokeCheckFailed,
 )
 from deliver.planning.approval import Decision
+from deliver.planning.events import Outcome
+from deliver.planning.notices import Notice, NoticeKind, block_reference_problem
 from deliver.planning.release import (
     HostState,
     Release,
@@ -65,6 +67,8 @@ from deliver.tasks.deploy import (
     write_host_state,
 )
 from deliver.tasks.http import smoke_failures, wait_for_health, wait_for_upstream
+from deliver.tasks.notify import notification_block, notify, run_link
+from deliver.tasks.release_outcome import FinishedRelease, publish_outcome
 
 # The environment's slot is leased and renewed while the release runs; a release killed with
 # -9 stops renewing, and the next one gets the slot at most this long after.
@@ -92,6 +96,10 @@ class ReleaseParameters(BaseModel):
     approval_policy: str = Field(
         default="production-approvals", description="ApprovalPolicy block for production."
     )
+    notify_block: str | None = Field(
+        default=None,
+        description="Notification block as type/name (custom-webhook/team-chat); none: silent.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -105,6 +113,11 @@ class ReleaseParameters(BaseModel):
     @classmethod
     def _version(cls, value: str) -> str:
         return _token("version", value)
+
+    @field_validator("notify_block")
+    @classmethod
+    def _notify_block(cls, value: str | None) -> str | None:
+        return _block_reference(value)
 
     @field_validator("git_sha")
     @classmethod
@@ -123,6 +136,13 @@ class ReleaseParameters(BaseModel):
 
 def _token(kind: str, value: str) -> str:
     problem = label_problem(kind, value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _block_reference(value: str | None) -> str | None:
+    problem = block_reference_problem(value) if value is not None else None
     if problem:
         raise ValueError(problem)
     return value
@@ -224,6 +244,12 @@ def approve_then_deploy(
         candidate=f"{params.version} healthy in the idle slot, serving no traffic yet",
     )  # fmt: skip
     form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
+    notify(params.notify_block, Notice(
+        kind=NoticeKind.APPROVAL_WAITING, service=target.app_name, version=params.version,
+        environment=target.environment, link=run_link(run),
+        detail=f"requested by {params.requested_by}; healthy on staging; waits {timeout_s} s",
+        command=f'deliver approve {run} --approver <you> --reason "<why>"',
+    ))  # fmt: skip
     deadline = time.monotonic() + timeout_s
     for attempt in itertools.count(1):
         remaining = max(1, int(deadline - time.monotonic()))
@@ -346,9 +372,10 @@ def _switch_and_verify(
     upstream = _move_traffic(params, target, slot)
     try:
         smoke_test(target.front_url, target.smoke, upstream)
-    except (SmokeCheckFailed, HealthCheckFailed):
+    except (SmokeCheckFailed, HealthCheckFailed) as exc:
         if state.live is not None:
             _move_traffic(params, target, state.live.slot)
+            exc.rolled_back = True
         raise
 
 
@@ -356,15 +383,75 @@ def _switch_and_verify(
 def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     """Deploy `parameters.image` to its environment; on failure the old version keeps serving."""
     block = parameters.block
+    if parameters.notify_block:
+        notification_block(parameters.notify_block)  # a wrong name fails before any host
     target = read_target(block)
     run = str(flow_run.get_id() or "")
-    if target.environment == "production":
-        timeout_s = int(read_approval_timeout(parameters.approval_policy))  # checks the policy
-        staging = require_on_staging(parameters)
-        pull_image(block, parameters.image)
-        return approve_then_deploy(parameters, target, staging, run, timeout_s)
-    with environment_lock(target):
-        return _deploy(parameters, target, read_host_state(block), None, run=run)
+    try:
+        if target.environment == "production":
+            timeout_s = int(read_approval_timeout(parameters.approval_policy))  # checks policy
+            staging = require_on_staging(parameters)
+            pull_image(block, parameters.image)
+            return approve_then_deploy(parameters, target, staging, run, timeout_s)
+        with environment_lock(target):
+            return _deploy(parameters, target, read_host_state(block), None, run=run)
+    except ReleaseError as exc:
+        if not isinstance(exc, NotOnStaging):  # refused up front: nothing was tried
+            _report_failure(parameters, target, exc, run)
+        raise
+
+
+def _report_failure(
+    parameters: ReleaseParameters, target: TargetView, exc: ReleaseError, run: str
+) -> None:
+    live = read_host_state(parameters.block).live
+    outcome = Outcome.ROLLED_BACK if exc.rolled_back else Outcome.FAILED
+    publish_outcome(FinishedRelease(
+        block=parameters.block, service=target.app_name, environment=target.environment,
+        outcome=outcome, version=parameters.version, image=parameters.image,
+        git_sha=parameters.git_sha, requested_by=parameters.requested_by, at=_now(),
+        previous=(live.version, live.git_sha) if live else None, detail=str(exc),
+    ))  # fmt: skip
+    serving = live.version if live else "nothing"
+    kind = NoticeKind.ROLLED_BACK if exc.rolled_back else NoticeKind.RELEASE_FAILED
+    notify(parameters.notify_block, Notice(
+        kind=kind, service=target.app_name, version=parameters.version,
+        environment=target.environment, link=run_link(run),
+        detail=f"{str(exc).splitlines()[0]} — {serving} is serving",
+    ))  # fmt: skip
+
+
+def _report_success(
+    parameters: ReleaseParameters,
+    target: TargetView,
+    before: HostState,
+    approval: Approval | None,
+    outcome: str,
+    timings: dict[str, float],
+    run: str,
+) -> None:
+    rollback = outcome == "rolled-back"
+    previous = (before.live.version, before.live.git_sha) if before.live else None
+    publish_outcome(FinishedRelease(
+        block=parameters.block, service=target.app_name, environment=target.environment,
+        outcome=Outcome.ROLLBACK if rollback else Outcome.LIVE, version=parameters.version,
+        image=parameters.image, git_sha=parameters.git_sha,
+        requested_by=parameters.requested_by, at=_now(), previous=previous,
+        approval=dataclasses.asdict(approval) if approval else None, timings_s=timings,
+    ))  # fmt: skip
+    if rollback:
+        kind, detail = NoticeKind.ROLLED_BACK, f"by {parameters.requested_by}"
+    elif target.environment == "production":
+        kind = NoticeKind.PRODUCTION_RELEASED
+        detail = (f"approved by {approval.approver}: {approval.reason or 'no reason given'}"
+                  if approval else f"requested by {parameters.requested_by}")  # fmt: skip
+    else:
+        kind, detail = NoticeKind.STAGING_DEPLOYED, f"requested by {parameters.requested_by}"
+    replaced = f"; replaced {previous[0]}" if previous else ""
+    notify(parameters.notify_block, Notice(
+        kind=kind, service=target.app_name, version=parameters.version,
+        environment=target.environment, detail=detail + replaced, link=run_link(run),
+    ))  # fmt: skip
 
 
 def _deploy(
@@ -415,6 +502,7 @@ def _deploy(
     logger.info(
         "%s %s is live on %s at %s", target.environment, parameters.version, slot.value, url
     )
+    _report_success(parameters, target, state, approval, outcome, timings, run)
     return ReleaseResult(
         environment=target.environment,
         version=parameters.version,
@@ -439,6 +527,14 @@ class RollbackParameters(BaseModel):
     )
     requested_by: str = Field(description="Who asked for the rollback.")
     target_block: str | None = Field(default=None, description="DeployTarget block name.")
+    notify_block: str | None = Field(
+        default=None, description="Notification block as type/name; none: silent."
+    )
+
+    @field_validator("notify_block")
+    @classmethod
+    def _notify_block(cls, value: str | None) -> str | None:
+        return _block_reference(value)
 
     @field_validator("to_version")
     @classmethod
@@ -455,6 +551,8 @@ class RollbackParameters(BaseModel):
 def rollback(parameters: RollbackParameters) -> ReleaseResult:
     """Switch back to a kept version with the release's own health, smoke and switch steps."""
     block = parameters.target_block or parameters.environment
+    if parameters.notify_block:
+        notification_block(parameters.notify_block)
     target = read_target(block)
     with environment_lock(target):
         state = read_host_state(block)
@@ -465,7 +563,7 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
         release_parameters = ReleaseParameters(
             image=image, environment=parameters.environment, version=version,
             git_sha=git_sha or "0000000", requested_by=parameters.requested_by,
-            target_block=parameters.target_block,
+            target_block=parameters.target_block, notify_block=parameters.notify_block,
         )  # fmt: skip
         run = str(flow_run.get_id() or "")
         return _deploy(release_parameters, target, state, None, outcome="rolled-back", run=run)

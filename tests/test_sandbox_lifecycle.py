@@ -21,6 +21,8 @@ def shifted(state_dir) -> SandboxConfig:
         ssh_ports={Environment.STAGING: 12222, Environment.PRODUCTION: 12223},
         nginx_port=18080,
         prefect_port=14200,
+        advisory_port=18090,
+        chat_port=18091,
     )
 
 

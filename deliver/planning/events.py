@@ -29,3 +29,44 @@ def ci_succeeded(
         },
         "payload": {"image": image, "version": version, "sha": sha, "ref": ref},
     }
+
+
+RELEASE_FINISHED = "deliver.release.finished"
+
+
+class Outcome:
+    """How a release (or a rollback) ended, as `deliver.release.finished` says it."""
+
+    LIVE = "live"  # the new version serves
+    FAILED = "failed"  # it never served traffic; the old version kept serving
+    ROLLED_BACK = "rolled-back"  # it served, failed its checks, traffic moved back
+    ROLLBACK = "rollback"  # an operator put a kept version back
+
+
+def release_finished(
+    *,
+    service: str,
+    environment: str,
+    outcome: str,
+    version: str,
+    git_sha: str,
+    at: str,
+    commit_time: str | None,
+    replaced: str | None,
+    detail: str = "",
+) -> dict[str, Any]:
+    """`emit_event` arguments for the end of a release: what delivery metrics are made of."""
+    return {
+        "event": RELEASE_FINISHED,
+        "resource": {
+            "prefect.resource.id": f"deliver.service.{service}",
+            "prefect.resource.name": service,
+            "deliver.environment": environment,
+            "deliver.outcome": outcome,
+        },
+        "payload": {
+            "environment": environment, "outcome": outcome, "version": version,
+            "git_sha": git_sha, "at": at, "commit_time": commit_time, "replaced": replaced,
+            "detail": detail[:300],
+        },
+    }  # fmt: skip

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from deliver.errors import MissingSystemPackages, SandboxError
 from deliver.sandbox.advisories_mirror import AdvisoryMirror
 from deliver.sandbox.base_image import BaseImage
+from deliver.sandbox.chat import ChatInbox
 from deliver.sandbox.component import Component, ComponentStatus, Context, SystemTool
 from deliver.sandbox.config import Environment, SandboxConfig
 from deliver.sandbox.docker_engine import DockerEngine
@@ -33,6 +34,7 @@ def all_components() -> list[Component]:
         SshHost(Environment.PRODUCTION),
         NginxFront(),
         AdvisoryMirror(),
+        ChatInbox(),
         PrefectServer(),
         PrefectWorker(),
         PrefectBlocks(),

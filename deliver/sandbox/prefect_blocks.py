@@ -11,12 +11,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from deliver.sandbox.chat import ChatInbox
 from deliver.sandbox.component import Component, ComponentStatus, Context
 from deliver.sandbox.config import LOOPBACK, Environment
 from deliver.sandbox.registry import Registry
 
 WEBHOOK_SECRET_BLOCK = "webhook-secret"  # noqa: S105 (a block name)
 REGISTRY_BLOCK = "sandbox-registry"
+CHAT_BLOCK = "sandbox-chat"
+NOTIFY_BLOCK = f"custom-webhook/{CHAT_BLOCK}"  # how flows' notify_block parameter names it
 APPROVAL_POLICY = "production-approvals"
 DEMO_APPROVER = "demo-approver"
 SAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "stock-api" / "deliver.yaml"
@@ -101,7 +104,9 @@ class PrefectBlocks(Component):
         )
 
     def up(self, ctx: Context) -> ComponentStatus:
+        from prefect.blocks.notifications import CustomWebhookNotificationBlock
         from prefect.blocks.system import Secret
+        from prefect.types import SecretDict
         from prefect_docker.credentials import DockerRegistryCredentials
 
         from blocks.approval_policy import ApprovalPolicy
@@ -125,9 +130,17 @@ class PrefectBlocks(Component):
             ).save(APPROVAL_POLICY, overwrite=True)
             secret = SecretStr(self.webhook_secret(ctx))
             Secret(value=secret).save(WEBHOOK_SECRET_BLOCK, overwrite=True)
+            CustomWebhookNotificationBlock(
+                name="sandbox chat",
+                url=f"http://{LOOPBACK}:{ctx.config.chat_port}/hooks/{{{{token}}}}",
+                json_data={"text": "*{{subject}}*\n{{body}}"},  # Slack's incoming-webhook body
+                secrets=SecretDict({"token": ChatInbox().token(ctx)}),
+                headers=None,
+                cookies=None,
+            ).save(CHAT_BLOCK, overwrite=True)
             ensure_release_limits([e.value for e in Environment])
         ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r}, DeployTargets 'staging', 'production', "
-                f"{APPROVAL_POLICY!r} and {WEBHOOK_SECRET_BLOCK!r}")  # fmt: skip
+                f"{APPROVAL_POLICY!r}, {WEBHOOK_SECRET_BLOCK!r} and {NOTIFY_BLOCK!r}")  # fmt: skip
         return self.status(ctx)
 
     def webhook_secret(self, ctx: Context) -> str:

@@ -283,3 +283,19 @@ def inspect_host(block: str) -> tuple[list[RunningSlot], Slot | None]:
         if f":{port};" in upstream:
             serving = Slot(slot)
     return running, serving
+
+
+@task(name="image_labels")
+def image_labels(block: str, image: str) -> dict[str, str]:
+    """The labels of a pulled image (its commit, source, commit time); empty if it is gone."""
+    target = load_target(block)
+    with connect(target, block) as remote:
+        found = remote.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+            check=False,
+        )
+    try:
+        labels = json.loads(found.stdout) if found.ok else None
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}

@@ -79,3 +79,16 @@ def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
     commit_time = _git("show", "-s", "--format=%cI", "HEAD", cwd=workdir).lines[0]
     resolved = ResolvedRef(ref=ref, kind=kind, sha=sha, commit_time=commit_time)
     return Checkout(repo=repo, workdir=workdir, resolved=resolved)
+
+
+MAX_COMMITS = 20
+
+
+def commits_between(source: str, old_sha: str, new_sha: str) -> list[str] | None:
+    """`git log --oneline old..new` in `source` when it is a local repository holding both;
+    None when that cannot be told from here."""
+    folder = Path(source)
+    if not looks_like_sha(old_sha) or not looks_like_sha(new_sha) or not folder.is_dir():
+        return None
+    listed = _git("log", "--oneline", f"-{MAX_COMMITS}", f"{old_sha}..{new_sha}", cwd=folder)
+    return listed.lines if listed.ok else None

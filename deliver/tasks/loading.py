@@ -38,8 +38,8 @@ def load_block(block_type: type[B], name: str) -> B:
     if cached is not None:
         return cast(B, cached)
     try:
-        # Prefect's sync-or-async loader returns the block when called from sync code.
-        block = cast(B, block_type.load(name))
+        # Sync even when called from an async flow's body, which would otherwise get a coroutine.
+        block = cast(B, cast(Any, block_type).load(name, _sync=True))
     except (ValidationError, RuntimeError) as exc:
         # Prefect raises RuntimeError("... failed validation") from the ValidationError.
         invalid = exc if isinstance(exc, ValidationError) else exc.__cause__
