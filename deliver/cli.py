@@ -165,13 +165,27 @@ def _blocks_register(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     _use_prefect(args)
-    from deployments import deploy_all
+    from deployments import UnknownTimezone, deploy_all
+    from deployments.automations import AlertSettings, ensure_alerts
 
-    done = deploy_all()
+    notify_block = args.notify or ("custom-webhook/sandbox-chat" if args.sandbox else None)
+    try:
+        done = deploy_all(timezone=args.nightly_timezone)
+    except UnknownTimezone as exc:
+        _say(f"error: --nightly-timezone: {exc}")
+        return EXIT_USAGE
+    alerts = []
+    if notify_block:
+        settings = AlertSettings(notify_block=notify_block,
+                                 approval_within_s=args.approval_alert_after)  # fmt: skip
+        alerts = ensure_alerts(settings)
     if args.json:
         print(json.dumps([dataclasses.asdict(d) for d in done], indent=2))
     for d in [] if args.json else done:
         print(f"{d.flow}/{d.name}  {d.deployment_id}")
+    if not args.json:
+        print(f"alerts: {len(alerts)} automations through {notify_block}" if alerts else
+              "alerts: none (no --notify block given)")  # fmt: skip
     return EXIT_OK
 
 
@@ -269,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy = commands.add_parser("deploy", help="create or update prefect.yaml's deployments")
     deploy.add_argument("--json", action="store_true", help="print what was deployed as JSON")
+    deploy.add_argument("--nightly-timezone", help="zone of the schedules (default: the file's)")
+    deploy.add_argument("--notify", help="notification block (type/name) for the alerts; "
+                        "with --sandbox: custom-webhook/sandbox-chat")  # fmt: skip
+    deploy.add_argument("--approval-alert-after", type=float, default=3600.0,
+                        help="seconds a release may wait for approval before an alert")  # fmt: skip
     deploy.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     deploy.set_defaults(handler=_deploy)
 

@@ -31,20 +31,43 @@ def declared(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
 
 
 def deploy_all(
-    path: Path = PREFECT_YAML, *, work_pool: str | None = None, only: Sequence[str] = ()
+    path: Path = PREFECT_YAML,
+    *,
+    work_pool: str | None = None,
+    only: Sequence[str] = (),
+    timezone: str | None = None,
 ) -> list[Deployed]:
     """Create or update each declared deployment (or those named in `only`); `work_pool`
-    overrides the file's pool."""
+    overrides the file's pool, `timezone` every schedule's zone."""
+    if timezone is not None:
+        check_timezone(timezone)
     done = []
     for spec in declared(path):
         if only and spec["name"] not in only:
             continue
         with contextlib.redirect_stdout(sys.stderr):  # Prefect prints a table per deployment
-            done.append(_deploy_one(spec, path, work_pool))
+            done.append(_deploy_one(spec, path, work_pool, timezone))
     return done
 
 
-def _deploy_one(spec: dict[str, Any], path: Path, work_pool: str | None) -> Deployed:
+class UnknownTimezone(ValueError):
+    pass
+
+
+def check_timezone(name: str) -> None:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise UnknownTimezone(
+            f"{name!r} is not an IANA time zone; use a name like UTC or Europe/Berlin"
+        ) from None
+
+
+def _deploy_one(
+    spec: dict[str, Any], path: Path, work_pool: str | None, timezone: str | None
+) -> Deployed:
     from prefect import Flow
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.schedules import Cron
@@ -52,7 +75,8 @@ def _deploy_one(spec: dict[str, Any], path: Path, work_pool: str | None) -> Depl
     flow = cast(Flow[..., Any], Flow.from_source(source=str(path.parent),
                                                  entrypoint=spec["entrypoint"]))  # fmt: skip
     schedules = [
-        Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in spec.get("schedules", [])
+        Cron(s["cron"], timezone=timezone or s.get("timezone", "UTC"))
+        for s in spec.get("schedules", [])
     ]
     triggers = [
         DeploymentEventTrigger(**{k: v for k, v in t.items() if k != "type"})

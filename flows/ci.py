@@ -32,7 +32,7 @@ from deliver.spec import PipelineSpec, load_spec
 from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
-from deliver.tasks.git import check_out
+from deliver.tasks.git import check_out, repo_name
 from deliver.tasks.notify import notification_block, notify, run_link
 from deliver.tasks.registry import find_image, push_image, tag_image
 from deliver.tasks.scan import ScanReport, scan_image
@@ -205,7 +205,7 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
         notification_block(parameters.notify_block)  # a wrong name fails before any work
     # One API client for every task: without it each sync task builds its own (~20 ms apiece).
     with SyncClientContext.get_or_create():
-        service = [Path(parameters.repo.rstrip("/")).name.removesuffix(".git")]
+        service = [repo_name(parameters.repo)]
         try:
             return _pipeline(parameters, cache, workdir, logger, service)
         except Exception as exc:

@@ -140,7 +140,7 @@ def compute(
     )
 
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 120:
@@ -161,12 +161,12 @@ def table_rows(metrics: DeliveryMetrics) -> list[dict[str, str]]:
          "value": f"{metrics.deployments_per_day:.2f} per day",
          "basis": f"{metrics.releases} releases went live"},
         {"metric": "lead time for changes",
-         "value": _duration(metrics.median_lead_time_s) + " (median)",
+         "value": duration_text(metrics.median_lead_time_s) + " (median)",
          "basis": f"{len(metrics.lead_times_s)} releases with a commit time"},
         {"metric": "change failure rate",
          "value": "-" if rate is None else f"{rate:.0%}",
          "basis": f"{metrics.failures} of {metrics.changes} changes failed in production"},
         {"metric": "time to restore",
-         "value": _duration(metrics.median_time_to_restore_s) + " (median)",
+         "value": duration_text(metrics.median_time_to_restore_s) + " (median)",
          "basis": f"{len(metrics.restores) - unrestored} restored, {unrestored} not yet"},
     ]  # fmt: skip

@@ -127,3 +127,26 @@ def _build(path: Path, app_dir: Path, spec: EnvironmentSpec, log: Callable[[str]
     (path / "runtime-requirements.txt").write_text(closure.stdout.strip() + "\n")
     (path / ".frozen-digest").write_text(frozen + "\n")
     (path / ".ready").write_text("")
+
+
+@task(name="fresh_app_environment")
+def fresh_app_environment(app_dir: Path, spec: EnvironmentSpec, path: Path) -> AppEnvironment:
+    """A new venv at `path` with the newest versions the app's requirements allow; nothing
+    reused. What it resolved to is in `installed_versions(...)`."""
+    logger = get_run_logger()
+    _build(path, app_dir, spec, logger.info)
+    return AppEnvironment(
+        path=path,
+        digest=environment_digest(app_dir, spec),
+        frozen_digest=(path / ".frozen-digest").read_text().strip(),
+        runtime_requirements=path / "runtime-requirements.txt",
+    )
+
+
+def installed_versions(environment: AppEnvironment) -> dict[str, str]:
+    """name -> version of every distribution in the environment."""
+    freeze = subprocess.run(
+        [str(environment.bin_dir / "python"), "-m", "pip", "list", "--format", "json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {item["name"]: item["version"] for item in json.loads(freeze.stdout)}

@@ -61,6 +61,8 @@ def classify_ref(repo: str, ref: str) -> tuple[RefKind, str]:
 @task(name="check_out", task_run_name="checkout-{ref}")
 def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
     """Fetch only `ref` into a fresh repository at `workdir` and check it out."""
+    if Path(repo).is_dir():  # a local path is read from the fresh repository's folder
+        repo = str(Path(repo).resolve())
     kind, refspec = classify_ref(repo, ref)
     workdir.mkdir(parents=True, exist_ok=False)
     _git("init", "-q", str(workdir))
@@ -82,6 +84,12 @@ def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
 
 
 MAX_COMMITS = 20
+
+
+def repo_name(repo: str) -> str:
+    """What a repository is called: its folder or the last part of its URL, without .git."""
+    path = Path(repo).resolve() if Path(repo).is_dir() else Path(repo.rstrip("/"))
+    return path.name.removesuffix(".git") or repo
 
 
 def commits_between(source: str, old_sha: str, new_sha: str) -> list[str] | None:

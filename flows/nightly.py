@@ -1,0 +1,216 @@
+"""`nightly`: the app's full test suite on the newest dependency versions its requirements allow,
+in a fresh environment, then the benchmarks and the delivery metrics, as one report in the UI.
+
+Scheduled by the `nightly` deployment (prefect.yaml, 0 2 * * * in an explicit timezone). A
+failure is notified; an automation also alerts when no nightly run succeeded in 26 hours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deliver.errors import ChecksFailed, DeliveryError
+from deliver.planning.metrics import parse_window, table_rows
+from deliver.planning.notices import Notice, NoticeKind, block_reference_problem
+from deliver.tasks.app_environment import fresh_app_environment, installed_versions
+from deliver.tasks.checks import CheckResult, run_check
+from deliver.tasks.git import check_out, repo_name
+from deliver.tasks.notify import notification_block, notify, run_link
+from flows.ci import DEFAULT_CACHE_DIR, PUBLIC_OSV, read_spec
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+BENCHMARKS = ("ci", "release", "sandbox_up")
+
+
+class BenchmarkFailed(DeliveryError):
+    def __init__(self, *, name: str, detail: str) -> None:
+        super().__init__(f"Benchmark bench.{name} failed: {detail}. Run `python -m bench.{name}` "
+                         "from the project root to see it.")  # fmt: skip
+
+
+class NightlyParameters(BaseModel):
+    """What the nightly run tests, measures and reports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(min_length=1, description="Git URL or local path of the application repo.")
+    ref: str = Field(default="main", description="Branch to test.")
+    spec_path: str = Field(default="deliver.yaml", description="Pipeline spec inside the repo.")
+    checks: list[str] = Field(
+        default_factory=lambda: ["tests"],
+        description="Checks of the spec to run in the fresh environment; default its tests.",
+    )
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["ci --repeat 1"],
+        description="Benchmarks of bench/ to run after the tests, each a name and its arguments"
+        f" ({', '.join(BENCHMARKS)}); bench.ci --repeat 1 takes about a minute.",
+    )
+    metrics_window: str = Field(default="30d", description="Window of the delivery metrics.")
+    advisory_url: str = Field(default=PUBLIC_OSV, description="OSV query endpoint.")
+    cache_dir: str | None = Field(default=None, description="Work dirs; ~/.cache/deliver.")
+    notify_block: str | None = Field(
+        default=None, description="Notification block as type/name, told when the run fails."
+    )
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, value: list[str]) -> list[str]:
+        for command in value:
+            name = shlex.split(command)[0] if command.strip() else ""
+            if name not in BENCHMARKS:
+                raise ValueError(f"{command!r}: a benchmark is one of {', '.join(BENCHMARKS)}")
+        return value
+
+    @field_validator("metrics_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @field_validator("notify_block")
+    @classmethod
+    def _notify_block(cls, value: str | None) -> str | None:
+        problem = block_reference_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NightlyReport:
+    service: str
+    sha: str
+    checks: dict[str, str]  # name -> passed / failed
+    tests_passed: int
+    coverage: float | None
+    dependencies: dict[str, str]
+    benchmarks: dict[str, Any]
+    metrics: list[dict[str, str]]
+
+
+@task(name="run_benchmark", task_run_name="bench-{command}")
+def run_benchmark(command: str) -> dict[str, Any]:
+    """`python -m bench.<name> <args>` from the project root; its JSON figures."""
+    name, *args = shlex.split(command)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", *args], cwd=PROJECT_DIR,
+        capture_output=True, text=True, check=False, timeout=3600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        tail = " ".join(done.stderr.strip().splitlines()[-3:])
+        raise BenchmarkFailed(name=name, detail=f"exit {done.returncode}: {tail[-400:]}")
+    text = done.stdout[done.stdout.find("{") :]
+    try:
+        figures: dict[str, Any] = json.loads(text)
+    except json.JSONDecodeError:
+        raise BenchmarkFailed(name=name, detail="it printed no JSON") from None
+    get_run_logger().info("bench.%s took %.0f s", name, time.monotonic() - started)
+    return figures
+
+
+@task(name="publish_metrics")
+def publish_metrics(window: str) -> list[dict[str, str]]:
+    from deliver.metrics_command import delivery_metrics
+
+    rows = table_rows(delivery_metrics(window))
+    create_table_artifact(key="delivery-metrics", table=rows,
+                          description=f"Delivery metrics, production, last {window}")  # fmt: skip
+    return rows
+
+
+def _report_markdown(report: NightlyReport, failures: dict[str, str]) -> str:
+    lines = [f"# Nightly: {report.service} at `{report.sha[:12]}`", ""]
+    lines += [f"- {name}: {status}" for name, status in report.checks.items()]
+    coverage = f", coverage {report.coverage:.1f}%" if report.coverage is not None else ""
+    lines += [f"- tests passed: {report.tests_passed}{coverage}", ""]
+    for name, tail in failures.items():
+        lines += [f"## {name} failed", "", "```", tail[-1500:], "```", ""]
+    lines += ["## Dependencies (newest allowed)", "", "| package | version |", "| --- | --- |"]
+    lines += [f"| {name} | {version} |" for name, version in sorted(report.dependencies.items())]
+    for command, figures in report.benchmarks.items():
+        lines += ["", f"## bench.{command}", "", "```json", json.dumps(figures, indent=2), "```"]
+    lines += ["", "## Delivery metrics", "", "| metric | value | basis |", "| --- | --- | --- |"]
+    lines += [f"| {r['metric']} | {r['value']} | {r['basis']} |" for r in report.metrics]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="nightly", log_prints=True)
+def nightly(parameters: NightlyParameters) -> NightlyReport:
+    """Test on fresh dependencies, benchmark, measure; report it all, notify on failure."""
+    if parameters.notify_block:
+        notification_block(parameters.notify_block)
+    service = [repo_name(parameters.repo)]
+    cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
+    workdir = cache / "nightly" / str(flow_run.get_id() or "local")
+    try:
+        return _nightly(parameters, workdir, cache, service)
+    except Exception as exc:
+        notify(parameters.notify_block, Notice(
+            kind=NoticeKind.NIGHTLY_FAILED, service=service[0], version=parameters.ref,
+            detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            link=run_link(str(flow_run.get_id() or "")),
+        ))  # fmt: skip
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _nightly(
+    parameters: NightlyParameters, workdir: Path, cache: Path, service: list[str]
+) -> NightlyReport:
+    checkout = check_out(parameters.repo, parameters.ref, workdir / "src")
+    spec_file = checkout.workdir / parameters.spec_path
+    spec = read_spec(spec_file)
+    service[0] = spec.service
+    unknown = sorted(set(parameters.checks) - {check.name for check in spec.checks})
+    if unknown:
+        raise ValueError(f"{spec_file.name} has no check named {', '.join(unknown)}")
+    app_dir = spec_file.parent
+    environment = fresh_app_environment(app_dir, spec.environment, workdir / "env")
+    placeholders = {"advisory_url": parameters.advisory_url,
+                    "requirements": str(environment.runtime_requirements)}  # fmt: skip
+    fresh = run_check.with_options(refresh_cache=True)  # the point is to run it again
+    futures = {
+        check.name: fresh.submit(check, app_dir, environment, placeholders, workdir / "cache")
+        for check in spec.checks
+        if check.name in parameters.checks
+    }
+    results = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
+    passed = {n: r for n, r in results.items() if isinstance(r, CheckResult)}
+    failures = {n: getattr(r, "tail", str(r)) for n, r in results.items() if n not in passed}
+    benchmarks = {} if failures else {
+        command: run_benchmark(command) for command in parameters.benchmarks
+    }  # fmt: skip
+    report = NightlyReport(
+        service=spec.service,
+        sha=checkout.resolved.sha,
+        checks={name: "passed" if name in passed else "failed" for name in results},
+        tests_passed=sum(r.tests.passed for r in passed.values() if r.tests),
+        coverage=next((r.coverage for r in passed.values() if r.coverage is not None), None),
+        dependencies=installed_versions(environment),
+        benchmarks=benchmarks,
+        metrics=publish_metrics(parameters.metrics_window),
+    )
+    create_markdown_artifact(
+        key=f"nightly-{spec.service}",
+        markdown=_report_markdown(report, failures),
+        description=f"Nightly run of {spec.service}",
+    )
+    if failures:
+        summary = "\n".join(f"- {name}:\n{tail[-1500:]}" for name, tail in failures.items())
+        raise ChecksFailed(failed=sorted(failures), summary=summary)
+    return report
