@@ -294,3 +294,31 @@ def test_a_missing_notification_block_fails_before_any_work(images, prefect_api)
     assert state.is_failed()
     assert "no-such-chat" in str(error)
     assert "Unable to find block document" in str(error)
+
+
+def test_alerts_fire_for_a_long_approval_wait_and_a_missing_nightly(history, inbox, images):
+    """The two alert automations, with Prefect's shortest proactive window (10 s)."""
+    from deployments.automations import AlertSettings, ensure_alerts
+
+    before = len(inbox.messages())
+    ensure_alerts(AlertSettings(notify_block=NOTIFY, nightly_within_s=10, approval_within_s=10))
+    waiting = ProductionRelease(images["3.0.5"], "3.0.5")
+    try:
+        wanted = {
+            "*release waiting for approval over 10 s*",
+            "*nightly: no successful run in 10 s*",
+        }
+        deadline = time.monotonic() + 90
+        seen: set[str] = set()
+        while not wanted <= seen and time.monotonic() < deadline:
+            time.sleep(1)
+            seen = {m["text"].splitlines()[0] for m in inbox.messages()[before:]}
+        assert wanted <= seen, seen
+        alert = next(m["text"] for m in inbox.messages()[before:]
+                     if m["text"].startswith("*release waiting"))  # fmt: skip
+        assert "`deliver approvals`" in alert
+    finally:
+        waiting.decide("reject", reason="alert drill")
+        ensure_alerts(AlertSettings(notify_block="custom-webhook/sandbox-chat"))
+    state, _ = waiting.result()
+    assert state.is_cancelled()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prefect import get_client
@@ -140,3 +140,42 @@ def test_green_ci_on_main_starts_the_staging_release(deployed, sandbox_config, b
     assert runs[0].state.is_completed(), runs[0].state
     assert runs[0].parameters["parameters"]["requested_by"] == "ci-main"
     shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_nightly_runs_at_two_in_an_explicit_configurable_zone(deployed):
+    from deployments import deploy_all
+
+    def schedule() -> Any:
+        nightly = asyncio.run(_deployment(deployed["nightly"]["deployment_id"]))
+        (only,) = nightly.schedules
+        assert only.active
+        return only.schedule
+
+    assert (schedule().cron, schedule().timezone) == ("0 2 * * *", "UTC")
+    try:
+        deploy_all(only=["nightly"], timezone="Europe/Berlin")
+        assert (schedule().cron, schedule().timezone) == ("0 2 * * *", "Europe/Berlin")
+    finally:
+        deploy_all(only=["nightly"])
+    refused = deliver("deploy", "--sandbox", "--nightly-timezone", "Mars/Olympus")
+    assert refused.returncode == 2
+    assert "'Mars/Olympus' is not an IANA time zone" in refused.stderr
+
+
+def test_alerts_are_prefect_automations_sending_to_the_chat(deployed):
+    from prefect.automations import Automation
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from deployments.automations import APPROVAL_ALERT, NIGHTLY_ALERT
+
+    chat = cast(Any, CustomWebhookNotificationBlock.load("sandbox-chat"))
+    nightly = cast(Any, Automation.read(name=NIGHTLY_ALERT))
+    assert nightly.trigger.posture == "Proactive"
+    assert nightly.trigger.within.total_seconds() == 26 * 3600
+    assert nightly.trigger.expect == {"prefect.flow-run.Completed"}
+    waiting = cast(Any, Automation.read(name=APPROVAL_ALERT))
+    assert waiting.trigger.after == {"prefect.flow-run.Paused", "prefect.flow-run.Suspended"}
+    assert waiting.trigger.within.total_seconds() == 3600
+    for automation in (nightly, waiting):
+        (action,) = automation.actions
+        assert action.block_document_id == chat._block_document_id
