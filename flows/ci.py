@@ -258,7 +258,7 @@ def _pipeline(
         image_id = existing.image_id
 
     run_label = str(flow_run.get_id() or "local")
-    health = test_container.submit(image_id, spec.container, run_label)
+    health = test_container.submit(image_id, spec.container, run_label, spec.service)
     scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
     health.wait()
     scan.wait()

@@ -68,6 +68,7 @@ from deliver.tasks.deploy import (
 )
 from deliver.tasks.http import smoke_failures, wait_for_health, wait_for_upstream
 from deliver.tasks.notify import notification_block, notify, run_link
+from deliver.tasks.progress import Progress, progress_key
 from deliver.tasks.release_outcome import FinishedRelease, publish_outcome
 
 # The environment's slot is leased and renewed while the release runs; a release killed with
@@ -182,11 +183,32 @@ def _now() -> str:
 
 
 @task(name="check_health", task_run_name="health-{url}")
-def check_health(url: str, deadline_s: float) -> float:
-    result = wait_for_health(url, deadline_s=deadline_s)
+def check_health(url: str, deadline_s: float, progress: str = "") -> float:
+    """`progress`, a key, shows the wait as a progress artifact."""
+    shown = (
+        Progress(progress, f"Health of {url}, deadline {deadline_s:.0f} s") if progress else None
+    )
+    result = wait_for_health(
+        url, deadline_s=deadline_s,
+        on_wait=(lambda s: shown.update(100 * s / deadline_s)) if shown else None,
+    )  # fmt: skip
     if not result.healthy:
         raise HealthCheckFailed(where=url, detail=result.detail)
+    if shown:
+        shown.done()
     return result.elapsed_s
+
+
+@task(name="drain", task_run_name="drain-{slot.value}")
+def drain(target: TargetView, slot: Slot) -> None:
+    """Let requests in flight on the old slot finish before it stops."""
+    shown = Progress(progress_key("drain", target.app_name, target.environment),
+                     f"Drain of the {slot.value} slot, {target.drain_s:g} s")  # fmt: skip
+    started = time.monotonic()
+    while (waited := time.monotonic() - started) < target.drain_s:
+        shown.update(100 * waited / target.drain_s)
+        time.sleep(min(0.25, target.drain_s - waited))
+    shown.done()
 
 
 @task(name="smoke_test", task_run_name="smoke-{base_url}")
@@ -322,12 +344,17 @@ def prepare_candidate(params: ReleaseParameters, target: TargetView, run: str) -
         if not _ours(running, slot, params, run):
             start_slot(block, params.image, slot, params.version, run)
         try:
-            check_health(f"{target.slot_url(slot)}{target.health_path}", target.health_timeout_s)
+            check_health(f"{target.slot_url(slot)}{target.health_path}", target.health_timeout_s,
+                         _health_key(target))  # fmt: skip
         except HealthCheckFailed as exc:
             stop_slot(block, slot)
             write_host_state(block, after_failure(state, _record(params, "failed", str(exc))))
             raise
     return state
+
+
+def _health_key(target: TargetView) -> str:
+    return progress_key("health", target.app_name, target.environment)
 
 
 def withdraw_candidate(params: ReleaseParameters, run: str) -> None:
@@ -341,7 +368,7 @@ def _verify_candidate(target: TargetView, slot: Slot, timings: dict[str, float])
     """Health of the new slot, probed directly; without a front, its smoke checks too."""
     started = time.monotonic()
     url = target.slot_url(slot)
-    check_health(f"{url}{target.health_path}", target.health_timeout_s)
+    check_health(f"{url}{target.health_path}", target.health_timeout_s, _health_key(target))
     if not target.blue_green:
         smoke_test(url, target.smoke)
     timings["verify_candidate"] = round(time.monotonic() - started, 3)
@@ -487,7 +514,7 @@ def _deploy(
         write_host_state(block, after_failure(state, failed))
         raise
     if state.live is not None and state.live.slot is not slot:
-        time.sleep(target.drain_s)
+        drain(target, state.live.slot)
         stop_slot(block, state.live.slot)
     new = Release(
         version=parameters.version, image=parameters.image, git_sha=parameters.git_sha,

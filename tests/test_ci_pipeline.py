@@ -191,7 +191,12 @@ def test_green_path_publishes_artifacts(green, prefect_api):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
-    keys = ["ci-stock-api", "ci-checks-stock-api", "scan-stock-api", "sbom-stock-api"]
+    # Progress: health per service; build and push per image, when this run built it (a
+    # reused sandbox may hold it already).
+    progress = ["health-stock-api"]
+    progress += [f"build-{IMAGE}", f"push-{IMAGE}"] if result.built else []
+    keys = [f"{kind}-stock-api" for kind in ("ci", "ci-checks", "scan", "sbom", "scan-counts")]
+    keys += progress
 
     async def latest() -> dict[str, str]:
         async with get_client() as client:
@@ -204,6 +209,9 @@ def test_green_path_publishes_artifacts(green, prefect_api):
     assert set(found) == set(keys)
     assert result.image in found["ci-stock-api"]
     assert "CycloneDX" in found["sbom-stock-api"]
+    assert '"severity": "critical"' in found["scan-counts-stock-api"]
+    for key in progress:  # finished
+        assert float(found[key]) == 100.0
 
 
 def test_rerun_of_unchanged_commit_is_cached_and_not_rebuilt(green, ci, app_repo):

@@ -208,6 +208,8 @@ def test_release_reports_keep_each_environments_history(history):
     assert _release_reports("release-stock-api-staging")[0].startswith(
         "# stock-api → staging: 3.0.5 is live"
     )
+    for step in ("health", "drain"):  # progress artifacts of the last production release
+        assert float(_release_reports(f"{step}-stock-api-production")[0]) == 100.0
 
 
 def _records_when_stored(since: datetime.datetime, count: int) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,8 +21,10 @@ from deliver import redaction
 from deliver.errors import BuildFailed, ContainerUnhealthy
 from deliver.spec import ContainerSpec
 from deliver.tasks.http import wait_for_health
+from deliver.tasks.progress import Progress, progress_key
 
 CI_LABEL = "dev.deliver.ci"
+BUILD_STEP = re.compile(r"^Step (\d+)/(\d+) :")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,12 +97,17 @@ def build_image(
             decode=True,
         )
         output = redaction.SECRETS.stream()
+        progress = Progress(progress_key("build", repository.rsplit("/", 1)[-1]),
+                            f"Build of {repository}:{tags[0]}")  # fmt: skip
         for chunk in stream:
             if "stream" in chunk:
                 for line in output.feed(str(chunk["stream"])).splitlines():
                     if line.strip():
                         lines.append(line)
                         logger.info("build | %s", line)
+                        step = BUILD_STEP.match(line)
+                        if step:
+                            progress.update(100 * (int(step[1]) - 1) / int(step[2]))
             if "error" in chunk:
                 lines.extend(output.finish().splitlines())
                 step_output = "\n".join(lines[-15:])
@@ -113,6 +121,7 @@ def build_image(
             image_id = str(client.images.get(f"{repository}:{tags[0]}").id)
         for tag in tags[1:]:
             client.api.tag(image_id, repository, tag)
+        progress.done()
     return BuiltImage(
         image_id=image_id,
         repository=repository,
@@ -131,7 +140,9 @@ def _container_test_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
     cache_key_fn=_container_test_key,
     persist_result=True,
 )
-def test_container(image_id: str, container: ContainerSpec, run_label: str) -> ContainerTest:
+def test_container(
+    image_id: str, container: ContainerSpec, run_label: str, service: str
+) -> ContainerTest:
     """Start the image, probe its health endpoint, keep its logs on failure, always remove it."""
     logger = get_run_logger()
     # A host port of None asks the engine for a free one; the stubs don't know that form.
@@ -149,7 +160,15 @@ def test_container(image_id: str, container: ContainerSpec, run_label: str) -> C
             host_port = bindings[0]["HostPort"]
             url = f"http://127.0.0.1:{host_port}{container.health_path}"
             logger.info("Probing %s (deadline %.0f s)", url, container.health_timeout_s)
-            health = wait_for_health(url, deadline_s=container.health_timeout_s)
+            deadline = container.health_timeout_s
+            waiting = Progress(progress_key("health", service),
+                               f"Health of {url}, deadline {deadline:.0f} s")  # fmt: skip
+            health = wait_for_health(
+                url, deadline_s=container.health_timeout_s,
+                on_wait=lambda s: waiting.update(100 * s / container.health_timeout_s),
+            )  # fmt: skip
+            if health.healthy:
+                waiting.done()
             if not health.healthy:
                 logs = redaction.redact(running.logs(tail=30).decode(errors="replace"))
                 raise ContainerUnhealthy(image=image_id, url=url, detail=health.detail, logs=logs)

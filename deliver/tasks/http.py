@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -31,8 +31,10 @@ def wait_for_health(
     max_delay_s: float = 2.0,
     growth: float = 1.5,
     request_timeout_s: float = 2.0,
+    on_wait: Callable[[float], None] | None = None,
 ) -> HealthResult:
     """Poll `url` until it answers 200 or `deadline_s` passes; delays grow by `growth` to a cap.
+    `on_wait` is told the seconds waited so far before each pause.
 
     Starting short matters: a service up at 0.35 s is seen at 0.36 s, not at the next doubling.
     """
@@ -58,6 +60,8 @@ def wait_for_health(
             remaining = deadline_s - (time.monotonic() - started)
             if remaining <= 0:
                 break
+            if on_wait is not None:
+                on_wait(deadline_s - remaining)
             time.sleep(min(delay, remaining))
             delay = min(delay * growth, max_delay_s)
     return HealthResult(

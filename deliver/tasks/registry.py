@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import docker.errors
@@ -21,6 +22,7 @@ from deliver.planning.registry import (
 from deliver.redaction import redact
 from deliver.tasks.docker_image import docker_client
 from deliver.tasks.loading import http_client, load_block
+from deliver.tasks.progress import Progress, progress_key
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +136,22 @@ def _retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[An
     return False
 
 
+def _layers_progress(
+    stream: Iterable[Mapping[str, Any]], progress: Progress
+) -> Iterator[Mapping[str, Any]]:
+    """The push stream, unchanged, telling `progress` the share of layers in the registry."""
+    layers: dict[str, bool] = {}
+    for chunk in stream:
+        layer, status = chunk.get("id"), str(chunk.get("status", ""))
+        if isinstance(layer, str) and status:
+            layers[layer] = status in ("Pushed", "Layer already exists") or status.startswith(
+                "Mounted from"
+            )
+            progress.update(100 * sum(layers.values()) / len(layers))
+        yield chunk
+    progress.update(100 * sum(layers.values()) / max(len(layers), 1), force=True)
+
+
 @task(
     name="push_image",
     task_run_name="push-{name}",
@@ -148,6 +166,7 @@ def push_image(block_name: str, name: str, tags: list[str]) -> RegistryImage:
     repository = f"{registry_host(credentials.registry_url)}/{name}"
     username, password = _auth(credentials)
     digest = None
+    progress = Progress(progress_key("push", name), f"Push of {repository}")
     with docker_client() as client:
         for tag in tags:
             reference = f"{repository}:{tag}"
@@ -159,7 +178,7 @@ def push_image(block_name: str, name: str, tags: list[str]) -> RegistryImage:
                     decode=True,
                     auth_config={"username": username, "password": password},
                 )
-                outcome = read_push_stream(stream)
+                outcome = read_push_stream(_layers_progress(stream, progress))
             except docker.errors.APIError as exc:
                 detail = redact(str(exc))
                 raise PushFailed(reference=reference, detail=detail, transient=True) from None

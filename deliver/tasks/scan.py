@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import httpx
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 
 from deliver.errors import ScanFailed
@@ -236,6 +236,13 @@ def scan_image(image_id: str, service: str, advisory_url: str, policy: ScanPolic
     )
     create_markdown_artifact(
         key=f"scan-{service}", markdown=_findings_markdown(service, report), description=verdict
+    )
+    create_table_artifact(
+        key=f"scan-counts-{service}",
+        table=[
+            {"severity": severity, "findings": count} for severity, count in report.counts.items()
+        ],
+        description=f"Findings by severity: {verdict}",
     )
     if not passed:
         raise ScanFailed(image=image_id, reason=verdict)
