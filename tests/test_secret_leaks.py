@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import hmac
 import io
 import json
 import re
@@ -17,27 +19,41 @@ import shutil
 import sqlite3
 import subprocess
 import tarfile
+import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from uuid import UUID
 
 import bcrypt
+import httpx
 import paramiko
 import pytest
-from prefect import State
+from prefect import get_client
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.blocks.system import Secret
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
+from prefect.types import SecretDict
 from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks.deploy_target import DeployTarget
+from deliver.chat_inbox import Inbox
 from deliver.redaction import secret_forms
-from flows.ci import CiParameters, CiResult, ci_pipeline
+from deliver.tasks.loading import load_block
+from deliver.webhook_server import WebhookSettings, serve
+from deployments import deploy_all
 from tests import canaries
 from tests.test_ci_pipeline import SAMPLE, git
 from tests.test_release import ProductionRelease, run_release
 
 IMAGE = "canary-api"
+NOTIFY = "custom-webhook/canary-chat"
 USER = "canary"
 
 
@@ -46,13 +62,34 @@ def leak_forms(value: str) -> set[str]:
     return {form for form in secret_forms(value) if not form.strip().startswith("-----")}
 
 
+class AnyPathInbox(Inbox):
+    """Keeps whatever arrives: the canary URL itself is the secret, path and query included."""
+
+    def __init__(self) -> None:
+        super().__init__("any")
+        self.paths: list[str] = []
+
+    def keep(self, path: str, body: bytes) -> int:
+        self.paths.append(path)
+        return super().keep(f"/hooks/{self.token}", body)
+
+
 @pytest.fixture(scope="module")
-def secrets() -> dict[str, str]:
+def chat() -> Iterator[tuple[AnyPathInbox, int]]:
+    inbox = AnyPathInbox()
+    server = inbox.serve(0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield inbox, int(server.server_address[1])
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def secrets(chat) -> dict[str, str]:
     return {
         "registry password": canaries.TOKEN,
         "ssh key": canaries.pem_key(),
         "webhook secret": canaries.JSON_BLOB,
-        "notification url": f"http://127.0.0.1:9/hook?t={canaries.AWKWARD}",
+        "notification url": f"http://127.0.0.1:{chat[1]}/hook?t={canaries.AWKWARD}",
     }
 
 
@@ -80,7 +117,10 @@ def canary_blocks(secrets, sandbox_config, registry, prefect_api) -> Iterator[No
             "registry_block": "canary-registry",
         }).save(f"canary-{environment}", overwrite=True)  # fmt: skip
     Secret(value=secrets["webhook secret"]).save("canary-webhook-secret", overwrite=True)
-    Secret(value=secrets["notification url"]).save("canary-notification-url", overwrite=True)
+    CustomWebhookNotificationBlock(
+        name="canary chat", url="{{url}}", json_data={"text": "*{{subject}}*\n{{body}}"},
+        secrets=SecretDict({"url": secrets["notification url"]}), headers=None, cookies=None,
+    ).save("canary-chat", overwrite=True)  # fmt: skip
     try:
         yield
     finally:
@@ -88,9 +128,58 @@ def canary_blocks(secrets, sandbox_config, registry, prefect_api) -> Iterator[No
             path.write_text(text)
 
 
+def ci_through_the_webhook(repo: Path, sandbox_config: Any, base_image: str) -> str:
+    """A push delivery signed with the canary secret starts the `ci` deployment on the worker;
+    returns the image it pushed."""
+    deploy_all(only=["ci"])
+    secret = load_block(Secret, "canary-webhook-secret").value.get_secret_value()
+    text = secret if isinstance(secret, str) else json.dumps(secret)
+    settings = WebhookSettings(secret=text.encode(), ci_defaults={
+        "spec_path": "deliver.yaml", "advisory_url": sandbox_config.advisory_url,
+        "cache_dir": str(sandbox_config.state_dir / "ci-cache"),
+        "build_args": {"BASE_IMAGE": base_image}, "registry_block": "canary-registry",
+        "notify_block": NOTIFY,
+    })  # fmt: skip
+    server = serve(settings, port=0)
+    body = json.dumps({"ref": "refs/heads/main", "after": git(repo, "rev-parse", "HEAD"),
+                       "repository": {"clone_url": str(repo)}}).encode()  # fmt: skip
+    signature = "sha256=" + hmac.new(text.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+               "X-Hub-Signature-256": signature}  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        answer = httpx.post(url, content=body, headers=headers, timeout=60)
+    finally:
+        server.shutdown()
+    assert answer.status_code == 201, answer.text
+    run_id = answer.json()["flow_run_id"]
+
+    async def finished() -> Any:
+        async with get_client() as client:
+            run = await client.read_flow_run(UUID(run_id))
+            if not (run.state and run.state.is_final()):
+                return None
+            artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ci-stock-api"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])))  # fmt: skip
+            return run, artifacts
+
+    deadline = time.monotonic() + 300
+    while (done := asyncio.run(finished())) is None:
+        assert time.monotonic() < deadline, "the webhook's CI run did not finish"
+        time.sleep(1)
+    run, artifacts = done
+    assert run.state.is_completed(), run.state
+    (report,) = artifacts
+    found = re.search(r"- image: `([^`]+)`", str(report.data))
+    assert found, report.data
+    return found[1]
+
+
 @pytest.fixture(scope="module")
 def delivered(canary_blocks, sandbox_config, base_image, tmp_path_factory) -> dict[str, Any]:
-    """CI, staging, approval and production, all through the canary blocks."""
+    """A signed webhook delivery starts CI; then staging, approval and production, all through
+    the canary blocks, each step notified through the canary notification URL."""
     started = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     repo = tmp_path_factory.mktemp("canary") / "repo"
     shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".*_cache"))
@@ -100,24 +189,16 @@ def delivered(canary_blocks, sandbox_config, base_image, tmp_path_factory) -> di
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "canary")
-    parameters = CiParameters(
-        repo=str(repo), ref="main", spec_path="deliver.yaml",
-        advisory_url=sandbox_config.advisory_url, build_args={"BASE_IMAGE": base_image},
-        cache_dir=str(sandbox_config.state_dir / "ci-cache"), registry_block="canary-registry",
-    )  # fmt: skip
-    call = cast(Coroutine[Any, Any, State[CiResult]], ci_pipeline(parameters, return_state=True))
-    state = asyncio.run(call)
-    assert state.is_completed(), state.message
-    ci = state.result()
-    blocks = {"target_block": "canary-staging"}
-    staged, result = run_release(ci.image, "staging", "9.9.9", **blocks)
+    image = ci_through_the_webhook(repo, sandbox_config, base_image)
+    blocks = {"target_block": "canary-staging", "notify_block": NOTIFY}
+    staged, result = run_release(image, "staging", "9.9.9", **blocks)
     assert staged.is_completed(), result
-    production = ProductionRelease(ci.image, "9.9.9", target_block="canary-production",
-                                   staging_block="canary-staging")  # fmt: skip
+    production = ProductionRelease(image, "9.9.9", target_block="canary-production",
+                                   staging_block="canary-staging", notify_block=NOTIFY)  # fmt: skip
     production.decide(reason="canary run")
     released, result = production.result()
     assert released.is_completed(), result
-    return {"since": started, "image": ci.image}
+    return {"since": started, "image": image}
 
 
 def database_text(db: Path, since: datetime.datetime) -> Iterator[tuple[str, str]]:
@@ -192,11 +273,20 @@ def test_no_canary_reaches_the_database_results_or_image(
     assert hits == []
 
 
-def test_the_canaries_were_really_used(delivered, sandbox_config):
-    """The run authenticated with them: the production host ran the image the canary pushed."""
+def test_the_canaries_were_really_used(delivered, sandbox_config, chat):
+    """The run authenticated with them: the production host ran the image the canary pushed,
+    CI was started by a delivery signed with the canary, and the canary URL got the notices."""
     state = (sandbox_config.state_dir / "hosts" / "production" / "release-state.json").read_text()
     assert delivered["image"] in state
     assert f"/{IMAGE}@sha256:" in delivered["image"]
+    inbox, _ = chat
+    subjects = [m["text"].splitlines()[0] for m in inbox.messages()]
+    assert subjects == [
+        "*stock-api 9.9.9 → staging: deployed*",
+        "*stock-api 9.9.9 → production: waiting for approval*",
+        "*stock-api 9.9.9 → production: released*",
+    ]
+    assert all(path.startswith("/hook?t=cnry%") for path in inbox.paths)
 
 
 def test_a_flow_that_shows_a_secret_logs_only_the_mask(canary_blocks, secrets, tmp_path):
