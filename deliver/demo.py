@@ -19,6 +19,10 @@ from uuid import UUID
 
 from deliver import sandbox
 from deliver.ci_command import current_ref, run_ci, summary, use_sandbox
+from deliver.sandbox.chat import ChatInbox
+from deliver.sandbox.component import Context
+from deliver.sandbox.prefect_blocks import NOTIFY_BLOCK
+from deliver.sandbox.state import SandboxState
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_SPEC = "examples/stock-api/deliver.yaml"
@@ -85,8 +89,9 @@ def main() -> int:
     parameters = CiParameters(
         repo=str(PROJECT_DIR), ref=current_ref(str(PROJECT_DIR)), spec_path=SAMPLE_SPEC,
         advisory_url=implied["advisory_url"], build_args={"BASE_IMAGE": implied["base_image"]},
-        cache_dir=implied["cache_dir"],
+        cache_dir=implied["cache_dir"], notify_block=NOTIFY_BLOCK,
     )  # fmt: skip
+    chat_from = len(chat_messages(config))
     state, ci = run_ci(parameters)
     if not state.is_completed():
         print(f"ci-pipeline {state.name}: {ci}", file=sys.stderr)
@@ -96,7 +101,7 @@ def main() -> int:
 
     deployment_id = deploy_release(config.work_pool)
     release = {"image": ci.image, "version": ci.version, "git_sha": ci.sha,
-               "requested_by": "demo"}  # fmt: skip
+               "requested_by": "demo", "notify_block": NOTIFY_BLOCK}  # fmt: skip
     step(f"Staging release of {ci.version} (deployment release/sandbox on the worker)")
     run = wait_for(start_release(deployment_id, {**release, "environment": "staging"}),
                    until={"COMPLETED"})  # fmt: skip
@@ -115,6 +120,7 @@ def main() -> int:
                "--reason 'staging checks passed' --sandbox")  # fmt: skip
     print(f"  approve from the command line: .venv/bin/{command}")
     if os.environ.get("APPROVE") != "1":
+        show_chat(config, chat_from)
         print("\nRun `make demo APPROVE=1` to approve as the demo approver instead.")
         return 0
 
@@ -133,7 +139,25 @@ def main() -> int:
         live = json.loads(state_file.read_text()).get("live") or {}
         print(f"  {environment:<10} {live.get('version')} in the {live.get('slot')} slot "
               f"since {live.get('since')}\n             {live.get('image')}")  # fmt: skip
+    show_chat(config, chat_from)
+    step("Delivery metrics (`deliver metrics --sandbox`), from the releases' Prefect events")
+    from deliver.metrics_command import delivery_metrics
+    from deliver.planning.metrics import table_rows
+
+    for row in table_rows(delivery_metrics("30d")):
+        print(f"  {row['metric']:<24} {row['value']:<20} {row['basis']}")
     return 0
+
+
+def chat_messages(config: Any) -> list[dict[str, Any]]:
+    path = ChatInbox().messages_file(Context(config, SandboxState.load(config.state_dir), print))
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def show_chat(config: Any, start: int) -> None:
+    step(f"What the team's chat got (the sandbox's inbox, {config.state_dir}/chat)")
+    for message in chat_messages(config)[start:]:
+        print("  " + message.get("text", "").replace("\n", "\n    "))
 
 
 if __name__ == "__main__":

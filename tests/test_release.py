@@ -490,7 +490,8 @@ def test_deployment_release_suspends_without_holding_a_process(images, sandbox_c
     assert state.is_completed()
     deployment_id = deploy_release(sandbox_config.work_pool)
     parameters = {"image": images["v1"], "environment": "production", "version": "1.0.1",
-                  "git_sha": SHA, "requested_by": "tester"}  # fmt: skip
+                  "git_sha": SHA, "requested_by": "tester",
+                  "notify_block": "custom-webhook/sandbox-chat"}  # fmt: skip
     run_id = start_release(deployment_id, parameters)
     run = wait_for(run_id, until={"PAUSED"}, timeout_s=120)
     assert run.state.name == "Suspended", run.state
@@ -505,6 +506,14 @@ def test_deployment_release_suspends_without_holding_a_process(images, sandbox_c
     record = host_state(sandbox_config, "production")["history"][-1]
     assert record["approval"]["reason"] == "suspend"
     assert record["flow_run"] == str(run_id)
+    # Resumed, the run starts again from the top; its notices still go out once each.
+    chat = sandbox_config.component_dir("chat") / "messages.jsonl"
+    about_run = [json.loads(line)["text"] for line in chat.read_text().splitlines()
+                 if str(run_id) in line]  # fmt: skip
+    assert [text.splitlines()[0] for text in about_run] == [
+        "*stock-api 1.0.1 → production: waiting for approval*",
+        "*stock-api 1.0.1 → production: released*",
+    ]
 
 
 def test_deliver_release_runs_the_flow_and_refuses_bad_input(images, sandbox_config):

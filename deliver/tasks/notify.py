@@ -8,6 +8,8 @@ from typing import Any, cast
 from prefect import get_run_logger, task
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 
 from deliver.errors import BlockInvalid
@@ -42,7 +44,20 @@ def run_link(flow_run_id: str) -> str:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else ""
 
 
-@task(name="notify", task_run_name="notify-{notice.kind.value}")
+def _once_per_run(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """A suspended release runs its flow again from the top once resumed: the notice it sent
+    before the wait must not go out twice."""
+    notice: Notice = parameters["notice"]
+    run = flow_run.get_id() or context.task_run.id
+    return f"notify-{run}-{notice.kind.value}-{notice.environment}-{notice.version}"
+
+
+@task(
+    name="notify",
+    task_run_name="notify-{notice.kind.value}",
+    cache_key_fn=_once_per_run,
+    persist_result=True,
+)
 def notify(reference: str | None, notice: Notice) -> bool:
     """Send `notice`; a chat outage is logged, never fails the delivery it reports on."""
     if reference is None:
