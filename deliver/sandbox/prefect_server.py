@@ -84,6 +84,8 @@ class PrefectServer(Daemon):
             "PREFECT_SERVER_API_AUTH_STRING": auth,
             "PREFECT_API_AUTH_STRING": auth,
             "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+            # Delivery metrics read release events; Prefect keeps 7 days unless told otherwise.
+            "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": "90d",
         }
 
     def probe(self, ctx: Context) -> str | None:
