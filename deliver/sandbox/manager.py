@@ -96,11 +96,20 @@ def install_packages(tools: Sequence[SystemTool], say: Callable[[str], None]) ->
             raise MissingSystemPackages(packages=packages, reason=f"{argv[1]} failed: {tail}")
 
 
+# Not part of the sandbox: what the end-to-end test of the Prefect UI drives it with.
+BROWSER_TOOLS = (
+    SystemTool(program="chromium", package="chromium"),
+    SystemTool(program="chromedriver", package="chromium-driver"),
+)
+
+
 def ensure_packages(config: SandboxConfig, say: Callable[[str], None]) -> list[str]:
-    """Install what a cold `up` would need on this machine; returns the packages installed."""
+    """Install what a cold `up` and the tests would need on this machine; returns the packages
+    installed."""
     with _locked(config) as state:
         ctx = Context(config, state, say)
         tools = missing_tools(all_components(), ctx)
+        tools += [tool for tool in BROWSER_TOOLS if tool.path() is None]
         install_packages(tools, say)
         return sorted({tool.package for tool in tools})
 
