@@ -46,7 +46,8 @@ def _only(value: str | None) -> list[str] | None:
 
 def _sandbox_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    statuses = sandbox.up(sandbox.config_from_env(), only=_only(args.only), say=_say)
+    statuses = sandbox.up(sandbox.config_from_env(), only=_only(args.only), say=_say,
+                          database=args.database)  # fmt: skip
     _print_statuses(statuses, as_json=args.json)
     _say(f"sandbox up in {time.monotonic() - started:.1f} s")
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_UNHEALTHY
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     up_cmd = actions.add_parser("up", help="start every component (idempotent)")
     up_cmd.add_argument("--only", help=only_help)
     up_cmd.add_argument("--json", action="store_true", help="print statuses as JSON")
+    up_cmd.add_argument("--database", choices=["postgres", "sqlite"],
+                        help="the Prefect server's database: postgres (the default, with two "
+                        "workers) or sqlite (one worker); remembered")  # fmt: skip
     up_cmd.set_defaults(handler=_sandbox_up)
 
     down_cmd = actions.add_parser("down", help="stop, by pid, what `up` started")

@@ -151,10 +151,35 @@ def test_nightly_runs_at_two_in_an_explicit_configurable_zone(deployed):
         assert only.active
         return only.schedule
 
+    def next_starts(zone: str) -> set[str]:
+        """Local wall-clock times of the nightly's scheduled runs, as the scheduler made them."""
+        import zoneinfo
+
+        from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.objects import StateType
+
+        async def read() -> list[Any]:
+            async with get_client() as client:
+                return await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(
+                        any_=[deployed["nightly"]["deployment_id"]])),
+                )  # fmt: skip
+
+        deadline = time.monotonic() + 90
+        while not (runs := asyncio.run(read())):
+            assert time.monotonic() < deadline, "the scheduler made no nightly run"
+            time.sleep(2)
+        local = zoneinfo.ZoneInfo(zone)
+        return {r.expected_start_time.astimezone(local).strftime("%H:%M") for r in runs}
+
     assert (schedule().cron, schedule().timezone) == ("0 2 * * *", "UTC")
+    assert next_starts("UTC") == {"02:00"}
     try:
         deploy_all(only=["nightly"], timezone="Europe/Berlin")
         assert (schedule().cron, schedule().timezone) == ("0 2 * * *", "Europe/Berlin")
+        assert next_starts("Europe/Berlin") == {"02:00"}
     finally:
         deploy_all(only=["nightly"])
     refused = deliver("deploy", "--sandbox", "--nightly-timezone", "Mars/Olympus")

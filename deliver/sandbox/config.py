@@ -35,6 +35,7 @@ class SandboxConfig:
     nginx_port: int = 8080
     advisory_port: int = 8090
     chat_port: int = 8091
+    postgres_port: int = 5433
     prefect_port: int = 4200
     slot_ports: Mapping[Environment, Mapping[Slot, int]] = dataclasses.field(
         default_factory=lambda: {
@@ -88,7 +89,7 @@ class SandboxConfig:
 
     def used_ports(self) -> list[int]:
         ports = [self.registry_port, self.nginx_port, self.prefect_port, self.advisory_port]
-        ports.append(self.chat_port)
+        ports += [self.chat_port, self.postgres_port]
         ports.extend(self.ssh_ports.values())
         for slots in self.slot_ports.values():
             ports.extend(slots.values())

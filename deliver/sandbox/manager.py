@@ -17,6 +17,7 @@ from deliver.sandbox.component import Component, ComponentStatus, Context, Syste
 from deliver.sandbox.config import Environment, SandboxConfig
 from deliver.sandbox.docker_engine import DockerEngine
 from deliver.sandbox.nginx_front import NginxFront
+from deliver.sandbox.postgres import DATABASES, PostgresDatabase
 from deliver.sandbox.prefect_blocks import PrefectBlocks
 from deliver.sandbox.prefect_server import PrefectServer, PrefectWorker
 from deliver.sandbox.registry import Registry
@@ -35,8 +36,10 @@ def all_components() -> list[Component]:
         NginxFront(),
         AdvisoryMirror(),
         ChatInbox(),
+        PostgresDatabase(),
         PrefectServer(),
         PrefectWorker(),
+        PrefectWorker(index=2),
         PrefectBlocks(),
     ]
 
@@ -114,15 +117,34 @@ def ensure_packages(config: SandboxConfig, say: Callable[[str], None]) -> list[s
         return sorted({tool.package for tool in tools})
 
 
+def choose_database(ctx: Context, database: str | None) -> None:
+    """Record which database the Prefect server uses; a running server keeps its own."""
+    if database is None:
+        return
+    if database not in DATABASES:
+        raise SandboxError(f"Unknown database {database!r}; choose {' or '.join(DATABASES)}")
+    current = ctx.state.fact("database") or "postgres"
+    if database != current and PrefectServer().status(ctx).pid is not None:
+        raise SandboxError(
+            f"The sandbox's Prefect server runs on {current}. Stop it first with "
+            f"`deliver sandbox down`, then `deliver sandbox up --database {database}`."
+        )
+    ctx.state.set_fact("database", database)
+
+
 def up(
     config: SandboxConfig,
     *,
     only: Sequence[str] | None = None,
     say: Callable[[str], None] = print,
+    database: str | None = None,
 ) -> list[ComponentStatus]:
+    """Start the components (all, or `only` those); `database` (postgres, the default, or
+    sqlite) is remembered for later `up`s."""
     components = select(only)
     with _locked(config) as state:
         ctx = Context(config, state, say)
+        choose_database(ctx, database)
         install_packages(missing_tools(components, ctx), say)
         return [component.up(ctx) for component in components]
 

@@ -1,4 +1,5 @@
-"""A Prefect server on loopback (SQLite, private PREFECT_HOME) and a process worker on its pool."""
+"""A Prefect server on loopback (PostgreSQL or SQLite, private PREFECT_HOME) and process workers on
+its pool."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from deliver.sandbox.component import Context, Daemon, http_probe
+from deliver.sandbox.component import ComponentStatus, Context, Daemon, http_probe
 from deliver.sandbox.config import SandboxConfig
+from deliver.sandbox.postgres import POSTGRES, PostgresDatabase, chosen_database
 
 WORKER_NAME = "sandbox-worker-1"
 
@@ -79,8 +81,14 @@ class PrefectServer(Daemon):
         # Shared-server hardening: every API call needs the auth string, and changes need a
         # CSRF token, so a page on another origin can't drive the API from a browser.
         auth = ensure_prefect_auth(ctx.config)
+        database = {}
+        if chosen_database(ctx) == POSTGRES:
+            database["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = PostgresDatabase().connection_url(
+                ctx
+            )
         return {
             **prefect_process_env(ctx),
+            **database,
             "PREFECT_SERVER_API_AUTH_STRING": auth,
             "PREFECT_API_AUTH_STRING": auth,
             "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
@@ -93,8 +101,28 @@ class PrefectServer(Daemon):
 
 
 class PrefectWorker(Daemon):
+    """A process worker on the sandbox's pool; on PostgreSQL a second one runs beside it."""
+
     name = "prefect-worker"
     startup_timeout = 90.0
+
+    def __init__(self, index: int = 1) -> None:
+        self.index = index
+        self.worker_name = f"sandbox-worker-{index}"
+        if index > 1:
+            self.name = f"prefect-worker-{index}"  # type: ignore[misc]
+
+    def used(self, ctx: Context) -> bool:
+        return self.index == 1 or chosen_database(ctx) == POSTGRES
+
+    def up(self, ctx: Context) -> ComponentStatus:
+        return super().up(ctx) if self.used(ctx) else self.status(ctx)
+
+    def status(self, ctx: Context) -> ComponentStatus:
+        if not self.used(ctx) and not ctx.state.component(self.name):
+            return ComponentStatus(name=self.name, address="-", healthy=True,
+                                   detail="not used: one worker on SQLite")  # fmt: skip
+        return super().status(ctx)
 
     def address(self, ctx: Context) -> str:
         return f"work pool {ctx.config.work_pool!r}"
@@ -103,7 +131,7 @@ class PrefectWorker(Daemon):
         pool = ctx.config.work_pool
         return [
             prefect_executable(), "worker", "start",
-            "--pool", pool, "--type", "process", "--name", WORKER_NAME,
+            "--pool", pool, "--type", "process", "--name", self.worker_name,
         ]  # fmt: skip
 
     def env(self, ctx: Context) -> Mapping[str, str]:
@@ -122,13 +150,13 @@ class PrefectWorker(Daemon):
             return f"POST {url} failed: {exc}"
         if response.status_code != 200:
             return f"work pool {ctx.config.work_pool!r} not found ({response.status_code})"
-        workers = [w for w in response.json() if w.get("name") == WORKER_NAME]
+        workers = [w for w in response.json() if w.get("name") == self.worker_name]
         if not workers or workers[0].get("status") != "ONLINE":
-            return f"worker {WORKER_NAME!r} is not online on pool {ctx.config.work_pool!r}"
+            return f"worker {self.worker_name!r} is not online on pool {ctx.config.work_pool!r}"
         # A worker that stopped moments ago still shows ONLINE: only a heartbeat sent since our
         # process started proves that process is the one polling.
         started_at = ctx.state.component(self.name).get("started_at", 0.0)
         heartbeat = datetime.datetime.fromisoformat(workers[0]["last_heartbeat_time"]).timestamp()
         if heartbeat < started_at - 1.0:
-            return f"worker {WORKER_NAME!r} has not sent a heartbeat since it was started"
+            return f"worker {self.worker_name!r} has not sent a heartbeat since it was started"
         return None
