@@ -201,8 +201,19 @@ def delivered(canary_blocks, sandbox_config, base_image, tmp_path_factory) -> di
     return {"since": started, "image": image}
 
 
-def database_text(db: Path, since: datetime.datetime) -> Iterator[tuple[str, str]]:
-    """(table, row text) for every row written since `since`, block documents excepted."""
+def database_text(sandbox_config: Any, since: datetime.datetime) -> Iterator[tuple[str, str]]:
+    """(table, row text) for every row written since `since`, block documents excepted, from
+    whichever database the sandbox's server uses."""
+    from deliver.sandbox.component import Context
+    from deliver.sandbox.postgres import POSTGRES, PostgresDatabase, chosen_database
+    from deliver.sandbox.state import SandboxState
+
+    ctx = Context(sandbox_config, SandboxState.load(sandbox_config.state_dir), lambda _m: None)
+    if chosen_database(ctx) == POSTGRES:
+        url = PostgresDatabase().connection_url(ctx).replace("postgresql+asyncpg", "postgresql")
+        yield from asyncio.run(_postgres_rows(url, since))
+        return
+    db = sandbox_config.state_dir / "prefect" / "home" / "prefect.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in tables:
@@ -213,6 +224,30 @@ def database_text(db: Path, since: datetime.datetime) -> Iterator[tuple[str, str
             args = (since.isoformat(sep=" "),) if where else ()
             for row in conn.execute(f'SELECT * FROM "{table}"{where}', args):  # noqa: S608
                 yield table, " ".join(str(cell) for cell in row)
+
+
+async def _postgres_rows(url: str, since: datetime.datetime) -> list[tuple[str, str]]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    connection = await asyncpg.connect(url)
+    try:
+        tables = [r["tablename"] for r in await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]  # fmt: skip
+        rows = []
+        for table in tables:
+            if table.startswith("block_"):
+                continue
+            query = "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
+            columns = {r["column_name"] for r in await connection.fetch(query, table)}
+            if "created" in columns:
+                query = f'SELECT * FROM "{table}" WHERE created >= $1'  # noqa: S608
+                found = await connection.fetch(query, since.replace(tzinfo=datetime.UTC))
+            else:
+                found = await connection.fetch(f'SELECT * FROM "{table}"')  # noqa: S608
+            rows += [(table, " ".join(str(cell) for cell in row.values())) for row in found]
+        return rows
+    finally:
+        await connection.close()
 
 
 def image_text(image: str, base_image: str) -> Iterator[tuple[str, bytes]]:
@@ -261,7 +296,7 @@ def test_no_canary_reaches_the_database_results_or_image(
 
     home = sandbox_config.state_dir / "prefect" / "home"
     rows = 0
-    for table, text in database_text(home / "prefect.db", delivered["since"]):
+    for table, text in database_text(sandbox_config, delivered["since"]):
         rows += 1
         search(f"database {table}", text.encode())
     assert rows > 50, "the run's rows should be there to search"
