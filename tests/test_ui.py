@@ -87,6 +87,20 @@ def failed_requests(browser: WebDriver) -> list[str]:
     return failed
 
 
+def open_resume_form(browser: WebDriver, run_id: UUID, evidence: str) -> None:
+    """Open the run's Resume dialog once the page knows the run's input form (a page loaded
+    just as the run suspended offers a plain yes/no resume instead)."""
+    deadline = time.monotonic() + 60
+    while True:
+        browser.get(f"{UI}/runs/flow-run/{run_id}")
+        browser.find_element(By.XPATH, "//button[normalize-space()='Resume']").click()
+        time.sleep(1)
+        if evidence in browser.find_element(By.TAG_NAME, "body").text:
+            return
+        assert time.monotonic() < deadline, "the Resume dialog never showed the approval form"
+        time.sleep(2)
+
+
 def replace_text(element: Any, text: str) -> None:
     element.send_keys(Keys.CONTROL, "a")
     element.send_keys(Keys.DELETE)
@@ -166,9 +180,7 @@ def test_ci_from_the_run_form_then_approval_from_the_resume_form(
     waiting = wait_for(run_id, until={"PAUSED"}, timeout_s=180)
     assert waiting.state.name == "Suspended", waiting.state
 
-    browser.get(f"{UI}/runs/flow-run/{run_id}")
-    browser.find_element(By.XPATH, "//button[normalize-space()='Resume']").click()
-    assert f"Release {version} to production" in browser.find_element(By.TAG_NAME, "body").text
+    open_resume_form(browser, run_id, f"Release {version} to production")
     replace_text(field(browser, "Approver"), "demo-approver")
     replace_text(field(browser, "Reason (Optional)"), "approved in the UI")
     browser.find_element(By.XPATH, "//button[normalize-space()='Submit']").click()
