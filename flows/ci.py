@@ -27,13 +27,13 @@ from deliver.planning.ci import (
     source_tree_tag,
 )
 from deliver.planning.events import ci_succeeded
-from deliver.planning.notices import Notice, NoticeKind, block_reference_problem
+from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.spec import PipelineSpec, load_spec
 from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
 from deliver.tasks.git import check_out, repo_name
-from deliver.tasks.notify import notification_block, notify, run_link
+from deliver.tasks.notify import notification_block, notify_failure
 from deliver.tasks.registry import find_image, push_image, tag_image
 from deliver.tasks.scan import ScanReport, scan_image
 
@@ -75,10 +75,7 @@ class CiParameters(BaseModel):
     @field_validator("notify_block")
     @classmethod
     def _notify_block(cls, value: str | None) -> str | None:
-        problem = block_reference_problem(value) if value is not None else None
-        if problem:
-            raise ValueError(problem)
-        return value
+        return checked_block_reference(value)
 
     @field_validator("ref")
     @classmethod
@@ -209,11 +206,8 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
         try:
             return _pipeline(parameters, cache, workdir, logger, service)
         except Exception as exc:
-            notify(parameters.notify_block, Notice(
-                kind=NoticeKind.CI_FAILED, service=service[0], version=parameters.ref,
-                detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                link=run_link(str(flow_run.get_id() or "")),
-            ))  # fmt: skip
+            notify_failure(parameters.notify_block, NoticeKind.CI_FAILED, service=service[0],
+                           ref=parameters.ref, error=exc)  # fmt: skip
             raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

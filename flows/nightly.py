@@ -24,11 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver.errors import ChecksFailed, DeliveryError
 from deliver.planning.metrics import parse_window, table_rows
-from deliver.planning.notices import Notice, NoticeKind, block_reference_problem
+from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.tasks.app_environment import fresh_app_environment, installed_versions
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.git import check_out, repo_name
-from deliver.tasks.notify import notification_block, notify, run_link
+from deliver.tasks.notify import notification_block, notify_failure
 from flows.ci import DEFAULT_CACHE_DIR, PUBLIC_OSV, read_spec
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -83,10 +83,7 @@ class NightlyParameters(BaseModel):
     @field_validator("notify_block")
     @classmethod
     def _notify_block(cls, value: str | None) -> str | None:
-        problem = block_reference_problem(value) if value is not None else None
-        if problem:
-            raise ValueError(problem)
-        return value
+        return checked_block_reference(value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,11 +156,8 @@ def nightly(parameters: NightlyParameters) -> NightlyReport:
     try:
         return _nightly(parameters, workdir, cache, service)
     except Exception as exc:
-        notify(parameters.notify_block, Notice(
-            kind=NoticeKind.NIGHTLY_FAILED, service=service[0], version=parameters.ref,
-            detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-            link=run_link(str(flow_run.get_id() or "")),
-        ))  # fmt: skip
+        notify_failure(parameters.notify_block, NoticeKind.NIGHTLY_FAILED, service=service[0],
+                       ref=parameters.ref, error=exc)  # fmt: skip
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

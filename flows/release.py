@@ -33,7 +33,7 @@ from deliver.errors import (
 )
 from deliver.planning.approval import Decision
 from deliver.planning.events import Outcome
-from deliver.planning.notices import Notice, NoticeKind, block_reference_problem
+from deliver.planning.notices import Notice, NoticeKind, checked_block_reference
 from deliver.planning.release import (
     HostState,
     Release,
@@ -143,10 +143,7 @@ def _token(kind: str, value: str) -> str:
 
 
 def _block_reference(value: str | None) -> str | None:
-    problem = block_reference_problem(value) if value is not None else None
-    if problem:
-        raise ValueError(problem)
-    return value
+    return checked_block_reference(value)
 
 
 class ApprovalDecision(RunInput):

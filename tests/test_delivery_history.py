@@ -14,14 +14,11 @@ import datetime
 import json
 import math
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
-from prefect.blocks.notifications import CustomWebhookNotificationBlock
-from prefect.types import SecretDict
 
 from blocks.deploy_target import DeployTarget
 from deliver.chat_inbox import Inbox
@@ -31,6 +28,7 @@ from deliver.planning.metrics import compute
 from deliver.planning.registry import read_push_stream
 from flows.ci import CiParameters
 from flows.release import RollbackParameters, rollback
+from tests.chat import chat_block
 from tests.conftest import PROJECT_DIR
 from tests.test_release import ProductionRelease, reset_hosts, run_release
 
@@ -49,19 +47,8 @@ BUILDS: dict[str, tuple[dict[str, str], datetime.datetime]] = {
 
 @pytest.fixture(scope="module")
 def inbox(prefect_api) -> Iterator[Inbox]:
-    box = Inbox(TOKEN)
-    server = box.serve(0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    CustomWebhookNotificationBlock(
-        name="history chat",
-        url=f"http://127.0.0.1:{server.server_address[1]}/hooks/{{{{token}}}}",
-        json_data={"text": "*{{subject}}*\n{{body}}"},
-        secrets=SecretDict({"token": TOKEN}),
-        headers=None,
-        cookies=None,
-    ).save("history-chat", overwrite=True)
-    yield box
-    server.shutdown()
+    with chat_block("history-chat", TOKEN) as box:
+        yield box
 
 
 @pytest.fixture(scope="module")

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
 from prefect import get_client
-from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.deployments import run_deployment
-from prefect.types import SecretDict
 from pydantic import ValidationError
 
 from deliver.chat_inbox import Inbox
 from deployments import deploy_all
 from flows.nightly import NightlyParameters, nightly
+from tests.chat import chat_block
 
 TOKEN = "nightly-chat-token-0123456789"  # noqa: S105 (a test receiver's)
 
@@ -33,19 +31,8 @@ def deployment(prefect_api, sandbox_state) -> str:
 
 @pytest.fixture(scope="module")
 def inbox(prefect_api) -> Iterator[Inbox]:
-    box = Inbox(TOKEN)
-    server = box.serve(0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    CustomWebhookNotificationBlock(
-        name="nightly chat",
-        url=f"http://127.0.0.1:{server.server_address[1]}/hooks/{{{{token}}}}",
-        json_data={"text": "*{{subject}}*\n{{body}}"},
-        secrets=SecretDict({"token": TOKEN}),
-        headers=None,
-        cookies=None,
-    ).save("nightly-chat", overwrite=True)
-    yield box
-    server.shutdown()
+    with chat_block("nightly-chat", TOKEN) as box:
+        yield box
 
 
 def _latest_artifact(key: str) -> Any:

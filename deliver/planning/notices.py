@@ -65,3 +65,11 @@ def block_reference_problem(value: str) -> str | None:
         f"{value!r} is not a notification block reference; expected "
         "'<block type slug>/<block name>', like 'slack-webhook/team' or 'custom-webhook/chat'"
     )
+
+
+def checked_block_reference(value: str | None) -> str | None:
+    """A pydantic validator's body: the reference itself, or ValueError saying what is wrong."""
+    problem = block_reference_problem(value) if value is not None else None
+    if problem:
+        raise ValueError(problem)
+    return value

@@ -13,7 +13,13 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 
 from deliver.errors import BlockInvalid
-from deliver.planning.notices import Notice, block_reference_problem, body, subject
+from deliver.planning.notices import (
+    Notice,
+    NoticeKind,
+    block_reference_problem,
+    body,
+    subject,
+)
 from deliver.tasks.loading import load_block
 
 ATTEMPTS = 2
@@ -78,3 +84,13 @@ def notify(reference: str | None, notice: Notice) -> bool:
         logger.info("Notified %s: %s", reference, subject(notice))
         break
     return True
+
+
+def notify_failure(
+    reference: str | None, kind: NoticeKind, *, service: str, ref: str, error: BaseException
+) -> None:
+    """Tell of a failed flow run: what failed, in one line, and the run's page."""
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    run = str(flow_run.get_id() or "")
+    notify(reference, Notice(kind=kind, service=service, version=ref, detail=detail,
+                             link=run_link(run)))  # fmt: skip
