@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from deliver.json_http import JsonHandler
 from deliver.planning.osv import matching
 
 MAX_BODY = 1 << 20
@@ -56,32 +57,21 @@ def answer(
 
 
 def make_server(port: int, records: Mapping[str, Mapping[str, Any]]) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
-            self._reply(*answer("GET", self.path, None, records))
+            self.reply(*answer("GET", self.path, None, records))
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             if length > MAX_BODY:
-                self._reply(413, {"code": 3, "message": "Request body too large."})
+                self.reply(413, {"code": 3, "message": "Request body too large."})
                 return
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
             except json.JSONDecodeError:
-                self._reply(400, {"code": 3, "message": "Invalid JSON."})
+                self.reply(400, {"code": 3, "message": "Invalid JSON."})
                 return
-            self._reply(*answer("POST", self.path, body, records))
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+            self.reply(*answer("POST", self.path, body, records))
 
     return ThreadingHTTPServer(("127.0.0.1", port), Handler)
 

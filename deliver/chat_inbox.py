@@ -16,10 +16,12 @@ import hmac
 import json
 import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+from deliver.json_http import JsonHandler
 
 MAX_BODY = 64 * 1024
 
@@ -61,33 +63,22 @@ class Inbox:
     def serve(self, port: int = 0) -> ThreadingHTTPServer:
         inbox = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 if self.path == "/health":
-                    self._reply(200, {"status": "ok"})
+                    self.reply(200, {"status": "ok"})
                 elif self.path == "/messages":
-                    self._reply(200, inbox.messages())
+                    self.reply(200, inbox.messages())
                 else:
-                    self._reply(404, {"error": "no such path"})
+                    self.reply(404, {"error": "no such path"})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 if length > MAX_BODY:
-                    self._reply(413, {"error": "too large"})
+                    self.reply(413, {"error": "too large"})
                     return
                 status = inbox.keep(self.path, self.rfile.read(length))
-                self._reply(status, {"ok": status == 200})
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the path holds the token
+                self.reply(status, {"ok": status == 200})
 
         return ThreadingHTTPServer(("127.0.0.1", port), Handler)
 
