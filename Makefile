@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint sandbox-up sandbox-status down clean
+.PHONY: install test test-scale demo lint sandbox-up sandbox-status down clean
 
 install: $(STAMP)
 
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest
+
+test-scale: install
+	$(BIN)/pytest -m scale
 
 demo: install
 	$(BIN)/deliver sandbox up
