@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--version", required=True, help="the version label")
     rel.add_argument("--git-sha", required=True, help="the commit the image was built from")
     rel.add_argument("--requested-by", default="operator", help="who asks for it")
+    rel.add_argument("--notify", help="notification block as type/name, e.g. "
+                     "custom-webhook/sandbox-chat")  # fmt: skip
     rel.add_argument("--json", action="store_true", help="print the result as JSON")
     rel.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     rel.set_defaults(handler=_release)
@@ -267,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--env", required=True, choices=["staging", "production"])
     back.add_argument("--to", help="a kept version (default: the newest kept one not live)")
     back.add_argument("--requested-by", default="operator", help="who asks for it")
+    back.add_argument("--notify", help="notification block as type/name")
     back.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     back.set_defaults(handler=_rollback)
 

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 ENVIRONMENTS = ("staging", "production")
 
 
@@ -80,13 +82,29 @@ def _finished(what: str, state: Any) -> Any:
     return None
 
 
+OPTIONS = {"notify_block": "notify", "to_version": "to"}
+
+
+def _usage_errors(exc: ValidationError) -> int:
+    """Each invalid parameter as the option that set it; exit 2, as for any usage error."""
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        option = OPTIONS.get(field, field.replace("_", "-"))
+        print(f"error: --{option}: {error['msg']}", file=sys.stderr)
+    return 2
+
+
 def rollback(args: argparse.Namespace) -> int:
     from flows.release import RollbackParameters
     from flows.release import rollback as rollback_flow
 
-    parameters = RollbackParameters(
-        environment=args.env, to_version=args.to, requested_by=args.requested_by
-    )
+    try:
+        parameters = RollbackParameters(
+            environment=args.env, to_version=args.to, requested_by=args.requested_by,
+            notify_block=args.notify,
+        )  # fmt: skip
+    except ValidationError as exc:
+        return _usage_errors(exc)
     result = _finished("rollback", rollback_flow(parameters, return_state=True))
     if result is None:
         return 1
@@ -96,7 +114,6 @@ def rollback(args: argparse.Namespace) -> int:
 
 def release(args: argparse.Namespace) -> int:
     """Run the release flow here; a production release waits for `deliver approve` meanwhile."""
-    from pydantic import ValidationError
 
     from flows.release import ReleaseParameters
     from flows.release import release as release_flow
@@ -104,13 +121,10 @@ def release(args: argparse.Namespace) -> int:
     try:
         parameters = ReleaseParameters(
             image=args.image, environment=args.env, version=args.version,
-            git_sha=args.git_sha, requested_by=args.requested_by,
+            git_sha=args.git_sha, requested_by=args.requested_by, notify_block=args.notify,
         )  # fmt: skip
     except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
-            print(f"error: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
-        return 2
+        return _usage_errors(exc)
     if parameters.environment == "production":
         print("Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.",
               file=sys.stderr)  # fmt: skip

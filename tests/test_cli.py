@@ -87,3 +87,15 @@ def test_blocks_register_puts_the_types_in_the_catalogue(prefect_api):
     assert done.returncode == 0, done.stderr[-2000:]
     assert set(json.loads(done.stdout)) >= {"deploy-target", "approval-policy",
                                             "docker-registry-credentials", "secret"}  # fmt: skip
+
+
+def test_release_and_rollback_name_the_option_that_is_wrong(sandbox_state):
+    """Bad values are usage errors (exit 2) naming the option, before any flow runs."""
+    digest = "127.0.0.1:5001/stock-api@sha256:" + "a" * 64
+    release = deliver("release", "--sandbox", "--env", "staging", "--image", digest,
+                      "--version", "1.0.0", "--git-sha", "abcdef1", "--notify", "chat")  # fmt: skip
+    assert release.returncode == 2
+    assert "error: --notify: " in release.stderr
+    back = deliver("rollback", "--sandbox", "--env", "staging", "--to", "bad version!")
+    assert back.returncode == 2
+    assert "error: --to: " in back.stderr
