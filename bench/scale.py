@@ -18,6 +18,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import statistics
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -96,7 +97,10 @@ def task_overhead_s(tasks: int) -> float:
         return time.perf_counter() - started
 
     timed(1)  # warm: the first flow of a process pays for imports and the client
-    return (timed(tasks) - timed(0)) / tasks
+    # Medians of three: one slow write (SQLite's lock backoff) would swamp a single sample.
+    full = statistics.median(timed(tasks) for _ in range(3))
+    empty = statistics.median(timed(0) for _ in range(3))
+    return (full - empty) / tasks
 
 
 def side(config: sandbox.SandboxConfig, ramp: list[int], tasks: int) -> dict[str, Any]:
