@@ -118,7 +118,7 @@ class ReleaseParameters(BaseModel):
     @field_validator("notify_block")
     @classmethod
     def _notify_block(cls, value: str | None) -> str | None:
-        return _block_reference(value)
+        return checked_block_reference(value)
 
     @field_validator("git_sha")
     @classmethod
@@ -140,10 +140,6 @@ def _token(kind: str, value: str) -> str:
     if problem:
         raise ValueError(problem)
     return value
-
-
-def _block_reference(value: str | None) -> str | None:
-    return checked_block_reference(value)
 
 
 class ApprovalDecision(RunInput):
@@ -180,19 +176,11 @@ def _now() -> str:
 
 
 @task(name="check_health", task_run_name="health-{url}")
-def check_health(url: str, deadline_s: float, progress: str = "") -> float:
-    """`progress`, a key, shows the wait as a progress artifact."""
-    shown = (
-        Progress(progress, f"Health of {url}, deadline {deadline_s:.0f} s") if progress else None
-    )
-    result = wait_for_health(
-        url, deadline_s=deadline_s,
-        on_wait=(lambda s: shown.update(100 * s / deadline_s)) if shown else None,
-    )  # fmt: skip
+def check_health(url: str, deadline_s: float, key: str) -> float:
+    """`key` names the wait's progress artifact."""
+    result = wait_for_health(url, deadline_s=deadline_s, progress_key=key)
     if not result.healthy:
         raise HealthCheckFailed(where=url, detail=result.detail)
-    if shown:
-        shown.done()
     return result.elapsed_s
 
 
@@ -558,7 +546,7 @@ class RollbackParameters(BaseModel):
     @field_validator("notify_block")
     @classmethod
     def _notify_block(cls, value: str | None) -> str | None:
-        return _block_reference(value)
+        return checked_block_reference(value)
 
     @field_validator("to_version")
     @classmethod

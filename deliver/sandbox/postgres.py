@@ -101,8 +101,16 @@ class PostgresDatabase(Daemon):
         if done.returncode != 0:
             detail = f"initdb failed: {done.stderr[-500:]}"
             raise ComponentFailed(component=self.name, detail=detail)
-        # The database named after its owner, as clients expect by default.
-        (data / "deliver-createdb").write_text(USER)
+        # The database named after its owner, as clients expect by default; made in
+        # single-user mode, before the server listens.
+        created = subprocess.run(
+            [*self._as_owner(), self._bin("postgres"), "--single", "-D", str(data), "postgres"],
+            input=f"CREATE DATABASE {USER} OWNER {USER};\n",
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if created.returncode != 0 or "ERROR" in created.stdout + created.stderr:
+            detail = f"creating database {USER} failed: {(created.stdout + created.stderr)[-500:]}"
+            raise ComponentFailed(component=self.name, detail=detail)
 
     def argv(self, ctx: Context) -> list[str]:
         data = self.data_dir(ctx)
@@ -123,21 +131,6 @@ class PostgresDatabase(Daemon):
         )  # fmt: skip
         if done.returncode != 0:
             return f"not accepting connections: {done.stdout.strip() or done.stderr.strip()}"
-        return self._ensure_database(ctx)
-
-    def _ensure_database(self, ctx: Context) -> str | None:
-        marker = self.data_dir(ctx) / "deliver-createdb"
-        if not marker.exists():
-            return None
-        done = subprocess.run(
-            [self._bin("createdb"), "-h", "127.0.0.1", "-p", str(ctx.config.postgres_port),
-             "-U", USER, USER],
-            capture_output=True, text=True, check=False, timeout=30,
-            env={**os.environ, "PGPASSWORD": self.password(ctx)},
-        )  # fmt: skip
-        if done.returncode != 0 and "already exists" not in done.stderr:
-            return f"createdb {USER} failed: {done.stderr.strip()[-300:]}"
-        marker.unlink()
         return None
 
     def up(self, ctx: Context) -> ComponentStatus:

@@ -160,15 +160,8 @@ def test_container(
             host_port = bindings[0]["HostPort"]
             url = f"http://127.0.0.1:{host_port}{container.health_path}"
             logger.info("Probing %s (deadline %.0f s)", url, container.health_timeout_s)
-            deadline = container.health_timeout_s
-            waiting = Progress(progress_key("health", service),
-                               f"Health of {url}, deadline {deadline:.0f} s")  # fmt: skip
-            health = wait_for_health(
-                url, deadline_s=container.health_timeout_s,
-                on_wait=lambda s: waiting.update(100 * s / container.health_timeout_s),
-            )  # fmt: skip
-            if health.healthy:
-                waiting.done()
+            health = wait_for_health(url, deadline_s=container.health_timeout_s,
+                                     progress_key=progress_key("health", service))  # fmt: skip
             if not health.healthy:
                 logs = redaction.redact(running.logs(tail=30).decode(errors="replace"))
                 raise ContainerUnhealthy(image=image_id, url=url, detail=health.detail, logs=logs)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from deliver.planning.release import smoke_problem
 from deliver.tasks.loading import http_client
+from deliver.tasks.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,13 +32,16 @@ def wait_for_health(
     max_delay_s: float = 2.0,
     growth: float = 1.5,
     request_timeout_s: float = 2.0,
-    on_wait: Callable[[float], None] | None = None,
+    progress_key: str | None = None,
 ) -> HealthResult:
     """Poll `url` until it answers 200 or `deadline_s` passes; delays grow by `growth` to a cap.
-    `on_wait` is told the seconds waited so far before each pause.
+    With `progress_key`, the wait shows as a progress artifact under that key.
 
     Starting short matters: a service up at 0.35 s is seen at 0.36 s, not at the next doubling.
     """
+    shown = None
+    if progress_key:
+        shown = Progress(progress_key, f"Health of {url}, deadline {deadline_s:.0f} s")
     started = time.monotonic()
     delay, attempts = first_delay_s, 0
     status: int | None = None
@@ -50,6 +54,8 @@ def wait_for_health(
                 status = response.status_code
                 detail = f"answered {status}"
                 if status == 200:
+                    if shown:
+                        shown.done()
                     elapsed = time.monotonic() - started
                     return HealthResult(
                         url=url, healthy=True, status_code=status, attempts=attempts,
@@ -60,8 +66,8 @@ def wait_for_health(
             remaining = deadline_s - (time.monotonic() - started)
             if remaining <= 0:
                 break
-            if on_wait is not None:
-                on_wait(deadline_s - remaining)
+            if shown:
+                shown.update(100 * (deadline_s - remaining) / deadline_s)
             time.sleep(min(delay, remaining))
             delay = min(delay * growth, max_delay_s)
     return HealthResult(

@@ -75,15 +75,15 @@ def notify(reference: str | None, notice: Notice) -> bool:
             with block.raise_on_failure():
                 cast(Any, block).notify(body(notice), subject(notice))  # sync call: a result
         except Exception as exc:  # any transport or HTTP error of any block type
-            if attempt < ATTEMPTS:
-                time.sleep(1.0)
-                continue
-            logger.warning("Notification %r not sent through %s: %s: %s",
-                           notice.kind.value, reference, type(exc).__name__, exc)  # fmt: skip
-            return False
-        logger.info("Notified %s: %s", reference, subject(notice))
-        break
-    return True
+            if attempt == ATTEMPTS:
+                logger.warning("Notification %r not sent through %s: %s: %s",
+                               notice.kind.value, reference, type(exc).__name__, exc)  # fmt: skip
+                return False
+            time.sleep(1.0)
+        else:
+            logger.info("Notified %s: %s", reference, subject(notice))
+            return True
+    return False
 
 
 def notify_failure(
