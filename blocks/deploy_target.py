@@ -1,17 +1,42 @@
-"""`DeployTarget`: one environment's deploy host, its slots, checks and credentials."""
+"""`DeployTarget`: one environment's deploy host, or its fleet of hosts, with checks and keys."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from deliver.spec import SmokeCheck
 
+SlotPorts = dict[Literal["blue", "green"], int]
+# Fields a fleet names per host; a single-host target sets them at the top level.
+PER_HOST = ("host", "slot_ports", "state_dir", "nginx_upstream_file")
+
+
+class FleetHost(BaseModel):
+    """One host of a fleet, with its own nginx in front of its two slots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$", description="Short name, like web-2.")
+    host: str = Field(description="SSH host name or address.")
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    host_keys: list[str] = Field(
+        default_factory=list, description="Pinned public host keys; default: the target's."
+    )
+    slot_ports: SlotPorts = Field(description="Host port of each slot, bound on its loopback.")
+    service_host: str = Field(default="127.0.0.1", description="Address the slots are probed at.")
+    state_dir: str = Field(description="Folder on the host for its release state and history.")
+    nginx_upstream_file: str = Field(description="The host's nginx upstream file.")
+    nginx_command: list[str] | None = Field(
+        default=None, description="The host's nginx with its arguments; default: the target's."
+    )
+    front_url: str = Field(description="URL of the host's own nginx, checked after its switch.")
+
 
 class DeployTarget(Block):
-    """An environment's deploy host, reached over SSH with a pinned host key."""
+    """An environment's deploy host, or fleet of hosts, reached over SSH with pinned host keys."""
 
     _block_type_name = "Deploy Target"
     _block_type_slug = "deploy-target"
@@ -19,17 +44,19 @@ class DeployTarget(Block):
     model_config = ConfigDict(hide_input_in_errors=True)  # errors never show the key
 
     environment: Literal["staging", "production"] = Field(description="The environment's name.")
-    host: str = Field(description="SSH host name or address of the deploy host.")
+    host: str | None = Field(
+        default=None, description="SSH host name or address of the deploy host (not for a fleet)."
+    )
     port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
-    user: str = Field(description="SSH user that runs docker on the host.")
+    user: str = Field(description="SSH user that runs docker on the host(s).")
     private_key: SecretStr = Field(description="The deploy key, OpenSSH private key format.")
     host_keys: list[str] = Field(
-        min_length=1, description="Pinned public host keys, like 'ssh-ed25519 AAAA...'."
+        default_factory=list, description="Pinned public host keys, like 'ssh-ed25519 AAAA...'."
     )
     app_name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$", description="Container name prefix.")
     container_port: int = Field(default=8000, description="Port the service listens on inside.")
-    slot_ports: dict[Literal["blue", "green"], int] = Field(
-        description="Host port of each slot, bound on the host's loopback."
+    slot_ports: SlotPorts | None = Field(
+        default=None, description="Host port of each slot, bound on the host's loopback."
     )
     service_host: str = Field(
         default="127.0.0.1", description="Address the orchestrator probes the slots at."
@@ -41,12 +68,44 @@ class DeployTarget(Block):
     registry_block: str = Field(
         default="sandbox-registry", description="DockerRegistryCredentials block to pull with."
     )
-    state_dir: str = Field(description="Folder on the host for the release state and history.")
+    state_dir: str | None = Field(
+        default=None, description="Folder on the host for the release state and history."
+    )
     nginx_upstream_file: str | None = Field(
         default=None, description="The upstream file a release rewrites (blue-green behind nginx)."
     )
     nginx_command: list[str] | None = Field(
         default=None, description="nginx with its -p/-c arguments; -t and -s reload are added."
     )
-    front_url: str | None = Field(default=None, description="URL of the front, for smoke checks.")
+    front_url: str | None = Field(
+        default=None, description="URL of the front (a fleet's load balancer), for smoke checks."
+    )
     drain_s: float = Field(default=3.0, ge=0, description="Old slot keeps serving this long.")
+    hosts: list[FleetHost] = Field(
+        default_factory=list,
+        description="A fleet: its hosts, released in this order, each switched blue-green.",
+    )
+    max_unavailable: int = Field(
+        default=1, ge=1, description="A fleet's hosts switched at once (one batch)."
+    )
+
+    @model_validator(mode="after")
+    def _one_host_or_a_fleet(self) -> DeployTarget:
+        if self.hosts:
+            given = [name for name in PER_HOST if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"a fleet names {', '.join(given)} per host, under hosts")
+            names = [h.name for h in self.hosts]
+            if len(set(names)) != len(names):
+                raise ValueError("each host of a fleet needs its own name")
+            if not self.host_keys and not all(h.host_keys for h in self.hosts):
+                raise ValueError("host_keys: pin each host's key, here or on every host")
+            if self.nginx_command is None and not all(h.nginx_command for h in self.hosts):
+                raise ValueError("nginx_command: set it here or on every host")
+            return self
+        required = ("host", "slot_ports", "state_dir")
+        missing = [name for name in required if getattr(self, name) is None]
+        missing += [] if self.host_keys else ["host_keys"]
+        if missing:
+            raise ValueError(f"a single-host target needs {', '.join(missing)} (or hosts: a fleet)")
+        return self

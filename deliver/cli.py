@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="what is live in each environment, what is kept")
     status.add_argument("--env", choices=["staging", "production"], help="one environment")
+    status.add_argument("--target", help="one DeployTarget block; a fleet shows each host")
     status.add_argument("--json", action="store_true", help="print as JSON")
     status.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     status.set_defaults(handler=_status)
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--requested-by", default="operator", help="who asks for it")
     rel.add_argument("--notify", help="notification block as type/name, e.g. "
                      "custom-webhook/sandbox-chat")  # fmt: skip
+    rel.add_argument("--target", help="DeployTarget block (default: the environment's name)")
     rel.add_argument("--json", action="store_true", help="print the result as JSON")
     rel.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     rel.set_defaults(handler=_release)
@@ -270,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--to", help="a kept version (default: the newest kept one not live)")
     back.add_argument("--requested-by", default="operator", help="who asks for it")
     back.add_argument("--notify", help="notification block as type/name")
+    back.add_argument("--target", help="DeployTarget block (default: the environment's name)")
     back.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     back.set_defaults(handler=_rollback)
 

@@ -44,9 +44,17 @@ def host_summary(environment: str, block: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _hosts(block: str) -> list[str]:
+    """The block, or each host of a fleet as `<block>@<host>`."""
+    from deliver.tasks.deploy import host_ref, load_target
+
+    return [host_ref(block, host.name) for host in load_target(block).hosts] or [block]
+
+
 def status(args: argparse.Namespace) -> int:
     environments = [args.env] if args.env else list(ENVIRONMENTS)
-    summaries = [host_summary(env, env) for env in environments]
+    blocks = [args.target] if args.target else environments
+    summaries = [host_summary(ref, ref) for block in blocks for ref in _hosts(block)]
     if args.json:
         print(json.dumps(summaries, indent=2))
         return 0
@@ -82,7 +90,7 @@ def _finished(what: str, state: Any) -> Any:
     return None
 
 
-OPTIONS = {"notify_block": "notify", "to_version": "to"}
+OPTIONS = {"notify_block": "notify", "to_version": "to", "target_block": "target"}
 
 
 def _usage_errors(exc: ValidationError) -> int:
@@ -101,7 +109,7 @@ def rollback(args: argparse.Namespace) -> int:
     try:
         parameters = RollbackParameters(
             environment=args.env, to_version=args.to, requested_by=args.requested_by,
-            notify_block=args.notify,
+            notify_block=args.notify, target_block=args.target,
         )  # fmt: skip
     except ValidationError as exc:
         return _usage_errors(exc)
@@ -122,6 +130,7 @@ def release(args: argparse.Namespace) -> int:
         parameters = ReleaseParameters(
             image=args.image, environment=args.env, version=args.version,
             git_sha=args.git_sha, requested_by=args.requested_by, notify_block=args.notify,
+            target_block=args.target,
         )  # fmt: skip
     except ValidationError as exc:
         return _usage_errors(exc)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal, cast
 
-from prefect import State, flow, get_run_logger, task
+from prefect import State, flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
@@ -43,10 +43,7 @@ from deliver.planning.release import (
     after_success,
     image_reference_problem,
     label_problem,
-    nginx_upstream,
-    reconcile,
     rollback_choice,
-    target_slot,
 )
 from deliver.tasks.approval import (
     check_decision,
@@ -56,20 +53,25 @@ from deliver.tasks.approval import (
 )
 from deliver.tasks.deploy import (
     TargetView,
-    inspect_host,
     prune_images,
     pull_image,
     read_host_state,
     read_target,
     start_slot,
     stop_slot,
-    switch_traffic,
     write_host_state,
 )
-from deliver.tasks.http import smoke_failures, wait_for_health, wait_for_upstream
 from deliver.tasks.notify import notification_block, notify, run_link
-from deliver.tasks.progress import Progress, progress_key
 from deliver.tasks.release_outcome import FinishedRelease, publish_outcome
+from flows import fleet
+from flows.release_steps import (
+    check_health,
+    drain,
+    health_key,
+    move_traffic,
+    smoke_test,
+    surveyed_state,
+)
 
 # The environment's slot is leased and renewed while the release runs; a release killed with
 # -9 stops renewing, and the next one gets the slot at most this long after.
@@ -175,35 +177,6 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-@task(name="check_health", task_run_name="health-{url}")
-def check_health(url: str, deadline_s: float, key: str) -> float:
-    """`key` names the wait's progress artifact."""
-    result = wait_for_health(url, deadline_s=deadline_s, progress_key=key)
-    if not result.healthy:
-        raise HealthCheckFailed(where=url, detail=result.detail)
-    return result.elapsed_s
-
-
-@task(name="drain", task_run_name="drain-{slot.value}")
-def drain(target: TargetView, slot: Slot) -> None:
-    """Let requests in flight on the old slot finish before it stops."""
-    shown = Progress(progress_key("drain", target.app_name, target.environment),
-                     f"Drain of the {slot.value} slot, {target.drain_s:g} s")  # fmt: skip
-    started = time.monotonic()
-    while (waited := time.monotonic() - started) < target.drain_s:
-        shown.update(100 * waited / target.drain_s)
-        time.sleep(min(0.25, target.drain_s - waited))
-    shown.done()
-
-
-@task(name="smoke_test", task_run_name="smoke-{base_url}")
-def smoke_test(base_url: str, checks: tuple[Any, ...], upstream: str | None = None) -> int:
-    failures = smoke_failures(base_url, checks, upstream=upstream)
-    if failures:
-        raise SmokeCheckFailed(where=base_url, failures=failures)
-    return len(checks)
-
-
 def _record(
     params: ReleaseParameters, outcome: str, detail: str = "", approval: Approval | None = None
 ) -> dict[str, Any]:
@@ -248,7 +221,7 @@ def approve_then_deploy(
         image=params.image, version=params.version, git_sha=params.git_sha,
         requested_by=params.requested_by, production=production, staging=staging,
         ci=find_ci_evidence(params.image.rsplit("@", 1)[1]),
-        candidate=f"{params.version} healthy in the idle slot, serving no traffic yet",
+        candidate=_candidate_text(params.version, target),
     )  # fmt: skip
     form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
     notify(params.notify_block, Notice(
@@ -268,7 +241,7 @@ def approve_then_deploy(
             message = f"No decision within {timeout_s} s: production was not changed."
             logger.warning(message)
             with environment_lock(target):
-                withdraw_candidate(params, run)
+                withdraw_candidate(params, target, run)
             return Cancelled(message=message)
         with environment_lock(target):
             decision = Decision(decision=answer.decision, approver=answer.approver,
@@ -280,13 +253,22 @@ def approve_then_deploy(
             if decision.decision == "reject":
                 message = f"Rejected by {decision.approver}: {decision.reason}"
                 logger.info(message)
-                withdraw_candidate(params, run)
+                withdraw_candidate(params, target, run)
                 return Cancelled(message=message + " Production was not changed.")
             logger.info("Approved by %s: %s", decision.approver, decision.reason or "(no reason)")
             approval = Approval(approver=decision.approver, reason=decision.reason, at=_now())
             state = read_host_state(params.block)  # what is live may have changed while waiting
             return _deploy(params, target, state, approval, run=run)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _candidate_text(version: str, target: TargetView) -> str:
+    if target.hosts:
+        return (
+            f"{version} pulled on {len(target.hosts)} hosts; once approved it rolls out "
+            f"{target.max_unavailable} host(s) at a time; a failure switches every host back"
+        )
+    return f"{version} healthy in the idle slot, serving no traffic yet"
 
 
 @contextlib.contextmanager
@@ -296,18 +278,6 @@ def environment_lock(target: TargetView) -> Iterator[None]:
     get_run_logger().info("Waiting for the %s concurrency slot (one release at a time)", limit)
     with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600, lease_duration=LEASE_S):
         yield
-
-
-def _surveyed_state(block: str, state: HostState) -> tuple[HostState, list[RunningSlot], Slot]:
-    """The host's state as it really is (reconciled and recorded if it differed), its running
-    slots, and the slot a new version starts in."""
-    running, serving = inspect_host(block)
-    actual = reconcile(state, running, serving, now=_now())
-    if actual is not None:
-        get_run_logger().warning("Host state reconciled: %s is what serves", actual.live)
-        write_host_state(block, actual)
-        state = actual
-    return state, running, target_slot(state, serving)
 
 
 def _ours(running: list[RunningSlot], slot: Slot, params: ReleaseParameters, run: str) -> bool:
@@ -324,13 +294,15 @@ def prepare_candidate(params: ReleaseParameters, target: TargetView, run: str) -
     or expired release stops it, and any other release to the environment may replace it.
     Idempotent: a suspended run re-executed after its resume finds its candidate running."""
     block = params.block
+    if target.hosts:
+        return read_host_state(block)  # a fleet starts its candidates batch by batch, approved
     with environment_lock(target):
-        state, running, slot = _surveyed_state(block, read_host_state(block))
+        state, running, slot = surveyed_state(block, read_host_state(block), _now())
         if not _ours(running, slot, params, run):
             start_slot(block, params.image, slot, params.version, run)
         try:
             check_health(f"{target.slot_url(slot)}{target.health_path}", target.health_timeout_s,
-                         _health_key(target))  # fmt: skip
+                         health_key(target))  # fmt: skip
         except HealthCheckFailed as exc:
             stop_slot(block, slot)
             write_host_state(block, after_failure(state, _record(params, "failed", str(exc))))
@@ -338,13 +310,11 @@ def prepare_candidate(params: ReleaseParameters, target: TargetView, run: str) -
     return state
 
 
-def _health_key(target: TargetView) -> str:
-    return progress_key("health", target.app_name, target.environment)
-
-
-def withdraw_candidate(params: ReleaseParameters, run: str) -> None:
+def withdraw_candidate(params: ReleaseParameters, target: TargetView, run: str) -> None:
     """Stop this run's candidate if it is still the one waiting in the idle slot (lock held)."""
-    _, running, slot = _surveyed_state(params.block, read_host_state(params.block))
+    if target.hosts:
+        return  # a fleet starts no candidate before its approval
+    _, running, slot = surveyed_state(params.block, read_host_state(params.block), _now())
     if _ours(running, slot, params, run):
         stop_slot(params.block, slot)
 
@@ -353,27 +323,10 @@ def _verify_candidate(target: TargetView, slot: Slot, timings: dict[str, float])
     """Health of the new slot, probed directly; without a front, its smoke checks too."""
     started = time.monotonic()
     url = target.slot_url(slot)
-    check_health(f"{url}{target.health_path}", target.health_timeout_s, _health_key(target))
+    check_health(f"{url}{target.health_path}", target.health_timeout_s, health_key(target))
     if not target.blue_green:
         smoke_test(url, target.smoke)
     timings["verify_candidate"] = round(time.monotonic() - started, 3)
-
-
-@task(name="await_switch", task_run_name="await-{upstream}")
-def await_switch(front_url: str, upstream: str) -> None:
-    switched, seen = wait_for_upstream(front_url, upstream)
-    if not switched:
-        raise HealthCheckFailed(where=front_url, detail=f"still answered by {seen}, not {upstream}")
-
-
-def _move_traffic(params: ReleaseParameters, target: TargetView, slot: Slot) -> str:
-    """Switch nginx to `slot` and wait until it answers from there; returns its host:port."""
-    assert target.front_url is not None  # noqa: S101 (blue_green targets have a front)
-    host_port = target.slot_address(slot)
-    upstream = nginx_upstream(slot_port=target.slot_ports[slot.value], host=target.service_host)
-    switch_traffic(params.block, slot, upstream)
-    await_switch(f"{target.front_url}{target.health_path}", host_port)
-    return host_port
 
 
 def _switch_and_verify(
@@ -381,12 +334,12 @@ def _switch_and_verify(
 ) -> None:
     """Move traffic to `slot`; if the front then fails its smoke checks, move it back."""
     assert target.front_url is not None  # noqa: S101 (blue_green targets have a front)
-    upstream = _move_traffic(params, target, slot)
+    upstream = move_traffic(target, slot)
     try:
         smoke_test(target.front_url, target.smoke, upstream)
     except (SmokeCheckFailed, HealthCheckFailed) as exc:
         if state.live is not None:
-            _move_traffic(params, target, state.live.slot)
+            move_traffic(target, state.live.slot)
             exc.rolled_back = True
         raise
 
@@ -403,7 +356,10 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
         if target.environment == "production":
             timeout_s = int(read_approval_timeout(parameters.approval_policy))  # checks policy
             staging = require_on_staging(parameters)
-            pull_image(block, parameters.image)
+            if target.hosts:
+                fleet.pull_everywhere(target, parameters.image)
+            else:
+                pull_image(block, parameters.image)
             return approve_then_deploy(parameters, target, staging, run, timeout_s)
         with environment_lock(target):
             return _deploy(parameters, target, read_host_state(block), None, run=run)
@@ -475,9 +431,11 @@ def _deploy(
     run: str = "",
 ) -> ReleaseResult:
     """The part that changes what serves; runs while the environment's limit is held."""
+    if target.hosts:
+        return _deploy_fleet(parameters, target, approval, outcome, run)
     logger = get_run_logger()
     block = parameters.block
-    state, running, slot = _surveyed_state(block, state)
+    state, running, slot = surveyed_state(block, state, _now())
     timings: dict[str, float] = {}
     began = _now()
     logger.info(
@@ -526,6 +484,53 @@ def _deploy(
         timings_s=timings,
         approval=approval,
     )
+
+
+def _deploy_fleet(
+    parameters: ReleaseParameters,
+    target: TargetView,
+    approval: Approval | None,
+    outcome: str,
+    run: str,
+) -> ReleaseResult:
+    """`_deploy` for a fleet: every host ends on the new version, or every host on its old one."""
+    began = _now()
+    started = time.monotonic()
+    plans = fleet.survey(target, began)
+    before = plans[0].state
+    get_run_logger().info(
+        "Releasing %s to %s: %d hosts, %d at a time; live now: %s", parameters.version,
+        target.environment, len(plans), target.max_unavailable,
+        before.live.version if before.live else "nothing",
+    )  # fmt: skip
+    try:
+        fleet.roll_out(target, plans, parameters.image, parameters.version, run)
+    except ReleaseError as exc:
+        failed = {**_record(parameters, "failed", str(exc)), "began": began}
+        for plan in plans:
+            write_host_state(plan.host.block, after_failure(plan.state, failed))
+        raise
+    timings = {"rollout": round(time.monotonic() - started, 3)}
+    fleet.retire_old(target, plans)
+    record = {**_record(parameters, outcome, approval=approval), "began": began}
+    pruned: set[str] = set()
+    for plan in plans:
+        new = Release(
+            version=parameters.version, image=parameters.image, git_sha=parameters.git_sha,
+            slot=plan.slot, since=_now(),
+        )  # fmt: skip
+        new_state, gone = after_success(plan.state, new, target.keep_versions, record)
+        write_host_state(plan.host.block, new_state)
+        if gone:
+            pruned.update(set(gone) - set(prune_images(plan.host.block, list(gone))))
+    timings["total"] = round(time.monotonic() - started, 3)
+    _report_success(parameters, target, before, approval, outcome, timings, run)
+    return ReleaseResult(
+        environment=target.environment, version=parameters.version, image=parameters.image,
+        slot=",".join(plan.slot.value for plan in plans), url=target.front_url or "",
+        previous=before.live.version if before.live else None, pruned=tuple(sorted(pruned)),
+        timings_s=timings, approval=approval,
+    )  # fmt: skip
 
 
 class RollbackParameters(BaseModel):

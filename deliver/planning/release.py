@@ -101,8 +101,9 @@ def target_slot(state: HostState, serving: Slot | None = None) -> Slot:
     return serving.idle if serving is not None else Slot.BLUE
 
 
-def container_name(app: str, environment: str, slot: Slot) -> str:
-    return f"{app}-{environment}-{slot.value}"
+def container_name(app: str, environment: str, slot: Slot, host: str = "") -> str:
+    """A fleet's hosts name theirs after the host too, so hosts sharing an engine never clash."""
+    return "-".join(part for part in (app, environment, host, slot.value) if part)
 
 
 def kept_after(

@@ -24,6 +24,24 @@ class Slot(enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FleetHostPorts:
+    """One host of the sandbox's production fleet: its sshd, its two slots, its own nginx."""
+
+    ssh: int
+    blue: int
+    green: int
+    front: int
+
+
+def _fleet_ports() -> dict[str, FleetHostPorts]:
+    return {
+        f"fleet-{n}": FleetHostPorts(ssh=2230 + n, blue=8301 + 10 * n, green=8302 + 10 * n,
+                                     front=8180 + n)
+        for n in (1, 2, 3)
+    }  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SandboxConfig:
     """Everything that decides where the sandbox lives; two configs never share a port."""
 
@@ -43,6 +61,8 @@ class SandboxConfig:
             Environment.PRODUCTION: {Slot.BLUE: 8101, Slot.GREEN: 8102},
         }
     )
+    fleet: Mapping[str, FleetHostPorts] = dataclasses.field(default_factory=_fleet_ports)
+    fleet_front_port: int = 8180
     work_pool: str = "sandbox-process"
 
     @property
@@ -65,6 +85,18 @@ class SandboxConfig:
     @property
     def production_front_url(self) -> str:
         return f"http://{LOOPBACK}:{self.nginx_port}"
+
+    @property
+    def fleet_front_url(self) -> str:
+        """The load balancer in front of the fleet's hosts."""
+        return f"http://{LOOPBACK}:{self.fleet_front_port}"
+
+    def ssh_port(self, host: str) -> int:
+        """The sshd port of an environment's host, or of a fleet host."""
+        for environment, port in self.ssh_ports.items():
+            if environment.value == host:
+                return port
+        return self.fleet[host].ssh
 
     def component_dir(self, name: str) -> Path:
         return self.state_dir / name
@@ -93,6 +125,9 @@ class SandboxConfig:
         ports.extend(self.ssh_ports.values())
         for slots in self.slot_ports.values():
             ports.extend(slots.values())
+        ports.append(self.fleet_front_port)
+        for host in self.fleet.values():
+            ports += [host.ssh, host.blue, host.green, host.front]
         return ports
 
 

@@ -16,7 +16,7 @@ from deliver.sandbox.chat import ChatInbox
 from deliver.sandbox.component import Component, ComponentStatus, Context, SystemTool
 from deliver.sandbox.config import Environment, SandboxConfig
 from deliver.sandbox.docker_engine import DockerEngine
-from deliver.sandbox.nginx_front import NginxFront
+from deliver.sandbox.nginx_front import FleetBalancer, NginxFront
 from deliver.sandbox.postgres import DATABASES, PostgresDatabase
 from deliver.sandbox.prefect_blocks import PrefectBlocks
 from deliver.sandbox.prefect_server import PrefectServer, PrefectWorker
@@ -34,6 +34,7 @@ def all_components() -> list[Component]:
         SshHost(Environment.STAGING),
         SshHost(Environment.PRODUCTION),
         NginxFront(),
+        *fleet_components(),
         AdvisoryMirror(),
         ChatInbox(),
         PostgresDatabase(),
@@ -42,6 +43,13 @@ def all_components() -> list[Component]:
         PrefectWorker(index=2),
         PrefectBlocks(),
     ]
+
+
+def fleet_components() -> list[Component]:
+    """Production as a fleet of three hosts, each an sshd with its own nginx, and a balancer."""
+    hosts = [f"fleet-{n}" for n in (1, 2, 3)]
+    shared = [SshHost(h, deploy_key_of=hosts[0]) for h in hosts]
+    return [*shared, *(NginxFront(h) for h in hosts), FleetBalancer()]
 
 
 def component_names() -> list[str]:

@@ -1,4 +1,5 @@
-"""nginx in front of production, proxying to whichever slot the upstream file names."""
+"""nginx in front of production, proxying to whichever slot the upstream file names; one more
+per host of the production fleet, and the fleet's load balancer in front of those."""
 
 from __future__ import annotations
 
@@ -8,19 +9,35 @@ from pathlib import Path
 from deliver.errors import ComponentFailed
 from deliver.planning.release import nginx_upstream
 from deliver.sandbox.component import Context, Daemon, SystemTool, http_probe
-from deliver.sandbox.config import Environment, Slot
-from deliver.sandbox.render import nginx_config
+from deliver.sandbox.config import LOOPBACK, Environment, Slot
+from deliver.sandbox.render import nginx_balancer_config, nginx_config
+
+NGINX = SystemTool(program="nginx", package="nginx")
 
 
 class NginxFront(Daemon):
-    name = "nginx"
-    tools = (SystemTool(program="nginx", package="nginx"),)
+    """Production's nginx, or with `fleet_host` the nginx on that host of the fleet."""
+
+    tools = (NGINX,)
+
+    def __init__(self, fleet_host: str | None = None) -> None:
+        self.fleet_host = fleet_host
+        self.name = f"nginx-{fleet_host}" if fleet_host else "nginx"  # type: ignore[misc]
 
     def address(self, ctx: Context) -> str:
-        return ctx.config.production_front_url
+        return f"http://{LOOPBACK}:{self.port(ctx)}"
 
     def port(self, ctx: Context) -> int:
-        return ctx.config.nginx_port
+        return ctx.config.fleet[self.fleet_host].front if self.fleet_host else ctx.config.nginx_port
+
+    def _first_slot_port(self, ctx: Context) -> int:
+        if self.fleet_host:
+            return ctx.config.fleet[self.fleet_host].blue
+        return ctx.config.slot_ports[Environment.PRODUCTION][Slot.BLUE]
+
+    def command(self, ctx: Context) -> list[str]:
+        """nginx as a release runs it: the DeployTarget's nginx_command."""
+        return [*self._base_argv(ctx)]
 
     def paths(self, ctx: Context) -> dict[str, Path]:
         folder = ctx.dir(self.name)
@@ -35,11 +52,10 @@ class NginxFront(Daemon):
         paths = self.paths(ctx)
         (paths["prefix"] / "scratch").mkdir(exist_ok=True)
         if not paths["upstream"].exists():
-            blue = ctx.config.slot_ports[Environment.PRODUCTION][Slot.BLUE]
-            paths["upstream"].write_text(nginx_upstream(slot_port=blue))
+            paths["upstream"].write_text(nginx_upstream(slot_port=self._first_slot_port(ctx)))
         paths["config"].write_text(
             nginx_config(
-                port=ctx.config.nginx_port,
+                port=self.port(ctx),
                 prefix=paths["prefix"],
                 upstream_file=paths["upstream"],
                 pid_file=paths["pid"],
@@ -50,8 +66,9 @@ class NginxFront(Daemon):
         )
         if check.returncode != 0:
             raise ComponentFailed(component=self.name, detail=f"nginx -t: {check.stderr.strip()}")
-        ctx.state.set_fact("nginx_upstream_file", str(paths["upstream"]))
-        ctx.state.set_fact("nginx_config_file", str(paths["config"]))
+        if not self.fleet_host:
+            ctx.state.set_fact("nginx_upstream_file", str(paths["upstream"]))
+            ctx.state.set_fact("nginx_config_file", str(paths["config"]))
 
     def _base_argv(self, ctx: Context) -> list[str]:
         paths = self.paths(ctx)
@@ -66,4 +83,34 @@ class NginxFront(Daemon):
         return [*self._base_argv(ctx), "-g", "daemon off;"]
 
     def probe(self, ctx: Context) -> str | None:
-        return http_probe(f"{ctx.config.production_front_url}/__front/health", timeout_s=2.0)
+        return http_probe(f"{self.address(ctx)}/__front/health", timeout_s=2.0)
+
+
+class FleetBalancer(Daemon):
+    """The fleet's front: round robin over each host's nginx, as a load balancer would."""
+
+    name = "nginx-fleet-front"
+    tools = (NGINX,)
+
+    def address(self, ctx: Context) -> str:
+        return ctx.config.fleet_front_url
+
+    def port(self, ctx: Context) -> int:
+        return ctx.config.fleet_front_port
+
+    def prepare(self, ctx: Context) -> None:
+        folder = ctx.dir(self.name)
+        (folder / "scratch").mkdir(exist_ok=True)
+        fronts = [host.front for host in ctx.config.fleet.values()]
+        config = nginx_balancer_config(
+            port=self.port(ctx), prefix=folder, host_ports=fronts, pid_file=folder / "nginx.pid"
+        )
+        (folder / "nginx.conf").write_text(config)
+
+    def argv(self, ctx: Context) -> list[str]:
+        folder = ctx.dir(self.name)
+        return [self.tool_path(NGINX), "-p", str(folder), "-c", str(folder / "nginx.conf"),
+                "-e", str(folder / "error.log"), "-g", "daemon off;"]  # fmt: skip
+
+    def probe(self, ctx: Context) -> str | None:
+        return http_probe(f"{self.address(ctx)}/__front/health", timeout_s=2.0)

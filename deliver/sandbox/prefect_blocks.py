@@ -18,6 +18,7 @@ from deliver.sandbox.registry import Registry
 
 WEBHOOK_SECRET_BLOCK = "webhook-secret"  # noqa: S105 (a block name)
 REGISTRY_BLOCK = "sandbox-registry"
+FLEET_BLOCK = "production-fleet"
 CHAT_BLOCK = "sandbox-chat"
 NOTIFY_BLOCK = f"custom-webhook/{CHAT_BLOCK}"  # how flows' notify_block parameter names it
 APPROVAL_POLICY = "production-approvals"
@@ -51,13 +52,37 @@ def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, An
         "drain_s": 1.0,
     }
     if environment is Environment.PRODUCTION:
-        nginx = NginxFront().paths(ctx)
-        fields["nginx_upstream_file"] = str(nginx["upstream"])
-        fields["nginx_command"] = [
-            NginxFront().tool_path(NginxFront.tools[0]), "-p", str(nginx["prefix"]),
-            "-c", str(nginx["config"]), "-e", str(nginx["prefix"] / "error.log"),
-        ]  # fmt: skip
+        nginx = NginxFront()
+        fields["nginx_upstream_file"] = str(nginx.paths(ctx)["upstream"])
+        fields["nginx_command"] = nginx.command(ctx)
         fields["front_url"] = ctx.config.production_front_url
+    return fields
+
+
+def fleet_target_fields(ctx: Context) -> dict[str, Any]:
+    """Production as a fleet: the sandbox's three fleet hosts, each with its own sshd, slots
+    and nginx, behind one load balancer. All share the deploy key of the first."""
+    from deliver.sandbox.nginx_front import NginxFront
+    from deliver.sandbox.ssh_hosts import SshHost
+
+    fields = deploy_target_fields(ctx, Environment.PRODUCTION)
+    for name in ("host", "port", "host_keys", "slot_ports", "state_dir", "nginx_upstream_file"):
+        del fields[name]
+    first = next(iter(ctx.config.fleet))
+    fields["private_key"] = SshHost(first).paths(ctx)["deploy_key"].read_text()
+    fields["front_url"] = ctx.config.fleet_front_url
+    fields["hosts"] = []
+    for name, ports in ctx.config.fleet.items():
+        state_dir = ctx.dir("hosts") / name
+        nginx = NginxFront(fleet_host=name)
+        fields["hosts"].append({
+            "name": name, "host": LOOPBACK, "port": ports.ssh,
+            "host_keys": [SshHost(name).paths(ctx)["host_key"].with_name("host_key.pub")
+                          .read_text().strip()],
+            "slot_ports": {"blue": ports.blue, "green": ports.green},
+            "state_dir": str(state_dir), "nginx_upstream_file": str(nginx.paths(ctx)["upstream"]),
+            "nginx_command": nginx.command(ctx), "front_url": nginx.address(ctx),
+        })  # fmt: skip
     return fields
 
 
@@ -124,6 +149,7 @@ class PrefectBlocks(Component):
                 DeployTarget(**deploy_target_fields(ctx, environment)).save(
                     environment.value, overwrite=True
                 )
+            DeployTarget(**fleet_target_fields(ctx)).save(FLEET_BLOCK, overwrite=True)
             ApprovalPolicy(
                 approvers=[DEMO_APPROVER, "alice"],
                 totp_secrets={"alice": SecretStr(self.alice_secret(ctx))},
@@ -140,6 +166,7 @@ class PrefectBlocks(Component):
             ).save(CHAT_BLOCK, overwrite=True)
             ensure_release_limits([e.value for e in Environment])
         ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r}, DeployTargets 'staging', 'production', "
+                f"{FLEET_BLOCK!r}, "
                 f"{APPROVAL_POLICY!r}, {WEBHOOK_SECRET_BLOCK!r} and {NOTIFY_BLOCK!r}")  # fmt: skip
         return self.status(ctx)
 
@@ -164,12 +191,15 @@ class PrefectBlocks(Component):
 
         from blocks.deploy_target import DeployTarget
 
-        address = f"DockerRegistryCredentials/{REGISTRY_BLOCK}, DeployTarget/staging, production"
+        address = (
+            f"DockerRegistryCredentials/{REGISTRY_BLOCK}, "
+            f"DeployTarget/staging, production, {FLEET_BLOCK}"
+        )
         try:
             with self._settings(ctx):
                 block = DockerRegistryCredentials.load(REGISTRY_BLOCK)
-                for environment in Environment:
-                    DeployTarget.load(environment.value)
+                for name in [*(e.value for e in Environment), FLEET_BLOCK]:
+                    DeployTarget.load(name)
         except Exception as exc:
             detail = f"cannot load: {type(exc).__name__}: {exc}".splitlines()[0][:200]
             return ComponentStatus(name=self.name, address=address, healthy=False, detail=detail)

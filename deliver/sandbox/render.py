@@ -90,6 +90,53 @@ http {{
 """
 
 
+def nginx_balancer_config(*, port: int, prefix: Path, host_ports: list[int], pid_file: Path) -> str:
+    """A load balancer over the fleet hosts' own nginx: round robin, and a request that finds a
+    host down tries the next one."""
+    servers = "".join(f"    server {LOOPBACK}:{p} max_fails=0;\n" for p in host_ports)
+    return f"""\
+worker_processes 1;
+pid {pid_file};
+error_log {prefix}/error.log warn;
+
+events {{
+    worker_connections 512;
+}}
+
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/scratch/client_body;
+    proxy_temp_path {prefix}/scratch/proxy;
+    fastcgi_temp_path {prefix}/scratch/fastcgi;
+    uwsgi_temp_path {prefix}/scratch/uwsgi;
+    scgi_temp_path {prefix}/scratch/scgi;
+
+    upstream fleet_hosts {{
+{servers}        keepalive 16;
+    }}
+
+    server {{
+        listen {LOOPBACK}:{port};
+
+        location = /__front/health {{
+            access_log off;
+            default_type text/plain;
+            return 200 "ok\\n";
+        }}
+
+        location / {{
+            proxy_pass http://fleet_hosts;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_connect_timeout 2s;
+            proxy_next_upstream error timeout http_502 http_503;
+        }}
+    }}
+}}
+"""
+
+
 def known_hosts_line(*, port: int, public_key: str) -> str:
     """A known_hosts entry for a host on loopback at a non-default port (`[host]:port key`)."""
     return f"[{LOOPBACK}]:{port} {public_key.strip()}\n"

@@ -1,4 +1,5 @@
-"""SSH deploy hosts: one sshd per environment on loopback, each with its own host and deploy key."""
+"""SSH deploy hosts: one sshd per environment, and per fleet host, on loopback, each with its own
+host key and deploy key."""
 
 from __future__ import annotations
 
@@ -17,21 +18,24 @@ from deliver.sandbox.render import known_hosts_line, sshd_config
 class SshHost(Daemon):
     tools = (SystemTool(program="sshd", package="openssh-server"),)
 
-    def __init__(self, environment: Environment) -> None:
-        self.environment = environment
-        self.name = f"ssh-{environment.value}"  # type: ignore[misc]
+    def __init__(self, host: Environment | str, deploy_key_of: str | None = None) -> None:
+        """`host`: an environment, or a fleet host's name (fleet-1); `deploy_key_of`: the
+        host whose deploy key this one accepts (a fleet shares one), by default its own."""
+        self.host = host.value if isinstance(host, Environment) else host
+        self.name = f"ssh-{self.host}"  # type: ignore[misc]
+        self.key_owner = f"ssh-{deploy_key_of or self.host}"
 
     def address(self, ctx: Context) -> str:
         return f"{getpass.getuser()}@{LOOPBACK}:{self.port(ctx)}"
 
     def port(self, ctx: Context) -> int:
-        return ctx.config.ssh_ports[self.environment]
+        return ctx.config.ssh_port(self.host)
 
     def paths(self, ctx: Context) -> dict[str, Path]:
         folder = ctx.dir(self.name)
         return {
             "host_key": folder / "host_key",
-            "deploy_key": folder / "deploy_key",
+            "deploy_key": ctx.dir(self.key_owner) / "deploy_key",
             "authorized_keys": folder / "authorized_keys",
             "known_hosts": folder / "known_hosts",
             "config": folder / "sshd_config",
@@ -41,7 +45,7 @@ class SshHost(Daemon):
     def prepare(self, ctx: Context) -> None:
         paths = self.paths(ctx)
         host_public = ensure_ed25519_key(paths["host_key"], comment=f"{self.name}-host")
-        deploy_public = ensure_ed25519_key(paths["deploy_key"], comment=f"{self.name}-deploy")
+        deploy_public = ensure_ed25519_key(paths["deploy_key"], comment=f"{self.key_owner}-deploy")
         paths["authorized_keys"].write_text(deploy_public + "\n")
         paths["authorized_keys"].chmod(0o600)
         known_host = known_hosts_line(port=self.port(ctx), public_key=host_public)

@@ -1,0 +1,194 @@
+"""Production as a fleet: the sandbox's three SSH hosts, each with its own nginx, behind one
+load balancer. A release rolls host by host (or in batches), and a failure on any host leaves
+every host on the old version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from blocks.deploy_target import DeployTarget
+from deliver.errors import HealthCheckFailed
+from deliver.planning.registry import read_push_stream
+from deliver.planning.release import nginx_upstream
+from tests.conftest import PROJECT_DIR
+from tests.load import Load
+from tests.test_release import ProductionRelease, run_release
+
+FLEET = "production-fleet"
+QUICK = "production-fleet-test"  # the sandbox's fleet with a short health deadline
+REPOSITORY = "fleet-test"
+VERSIONS = {"f1": "4.0.1", "f2": "4.0.2", "f3": "4.0.3"}
+HOSTS = ("fleet-1", "fleet-2", "fleet-3")
+
+
+def reset_fleet(docker_engine: Any, sandbox_config: Any) -> None:
+    """No fleet containers, no fleet host state, each host's nginx on its blue slot."""
+    for host in HOSTS:
+        found = docker_engine.containers.list(
+            all=True, filters={"label": f"dev.deliver.host={host}"}
+        )
+        for container in found:
+            container.remove(force=True)
+        state = sandbox_config.state_dir / "hosts" / host / "release-state.json"
+        state.unlink(missing_ok=True)
+        upstream = sandbox_config.component_dir(f"nginx-{host}") / "production-upstream.conf"
+        upstream.write_text(nginx_upstream(slot_port=sandbox_config.fleet[host].blue))
+
+
+@pytest.fixture(scope="module")
+def fleet_images(docker_engine, registry, base_image, sandbox_config, prefect_api):
+    reset_fleet(docker_engine, sandbox_config)
+    fleet = cast(DeployTarget, DeployTarget.load(FLEET))
+    DeployTarget(**{**fleet.model_dump(), "health_timeout_s": 4.0}).save(QUICK, overwrite=True)
+    repository = f"{registry['address']}/{REPOSITORY}"
+    auth = {"username": registry["username"], "password": registry["password"]}
+    found = {}
+    for name, version in VERSIONS.items():
+        docker_engine.images.build(
+            path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{name}",
+            buildargs={"BASE_IMAGE": base_image, "VERSION": version}, rm=True,
+        )  # fmt: skip
+        stream = docker_engine.api.push(repository, tag=name, stream=True, decode=True,
+                                        auth_config=auth)  # fmt: skip
+        outcome = read_push_stream(stream)
+        assert outcome.digest, outcome.error
+        found[name] = f"{repository}@{outcome.digest}"
+    yield found
+    reset_fleet(docker_engine, sandbox_config)
+
+
+def release_to_fleet(image: str, version: str, block: str = QUICK) -> tuple[Any, Any]:
+    """Staging first (production takes only what staging serves), then the fleet, approved."""
+    state, result = run_release(image, "staging", version)
+    assert state.is_completed(), result
+    production = ProductionRelease(image, version, target_block=block)
+    production.decide(reason="fleet test")
+    return production.result()
+
+
+def served(url: str) -> str | None:
+    try:
+        return str(httpx.get(f"{url}/health", timeout=2).json()["version"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+def fleet_versions(sandbox_config: Any) -> dict[str, Any]:
+    """What each host's own nginx serves, and what its recorded state says is live."""
+    found = {}
+    for host in HOSTS:
+        path = sandbox_config.state_dir / "hosts" / host / "release-state.json"
+        live = json.loads(path.read_text())["live"] if path.exists() else None
+        front = f"http://127.0.0.1:{sandbox_config.fleet[host].front}"
+        found[host] = (served(front), live["version"] if live else None)
+    return found
+
+
+class Hang:
+    """The host's new slot hangs as it starts: `docker pause` on its start event."""
+
+    def __init__(self, docker_engine: Any, host: str, version: str) -> None:
+        labels = [f"dev.deliver.host={host}", f"dev.deliver.version={version}"]
+        filters = {"type": "container", "event": "start", "label": labels}
+        self.events = docker_engine.events(decode=True, filters=filters)
+        self.docker, self.paused = docker_engine, cast(list[str], [])
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        for event in self.events:
+            self.docker.containers.get(event["id"]).pause()
+            self.paused.append(event["Actor"]["Attributes"]["name"])
+
+    def close(self) -> None:
+        self.events.close()
+
+
+def flow_logs(run_id: Any) -> list[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+            )
+        return [log.message for log in logs]
+
+    return asyncio.run(read())
+
+
+def test_first_release_rolls_in_batches_of_two(fleet_images, sandbox_config):
+    """max_unavailable 2: fleet-1 and fleet-2 start and switch together, then fleet-3."""
+    fleet = cast(DeployTarget, DeployTarget.load(QUICK))
+    DeployTarget(**{**fleet.model_dump(), "max_unavailable": 2}).save(QUICK, overwrite=True)
+    state, result = release_to_fleet(fleet_images["f1"], "4.0.1")
+    assert state.is_completed(), result
+    assert fleet_versions(sandbox_config) == {h: ("4.0.1", "4.0.1") for h in HOSTS}
+    logs = flow_logs(state.state_details.flow_run_id)
+    batches = [line for line in logs if line.startswith("Batch ")]
+    assert batches == [
+        f"Batch 1: {QUICK}@fleet-1, {QUICK}@fleet-2",
+        f"Batch 2: {QUICK}@fleet-3",
+    ]
+    DeployTarget(**{**fleet.model_dump(), "max_unavailable": 1}).save(QUICK, overwrite=True)
+
+
+def test_fleet_rollout_reaches_every_host_without_a_failed_request(fleet_images, sandbox_config):
+    """The next release, host by host under load: every host ends on it, and no request
+    through the fleet's front fails."""
+    assert fleet_versions(sandbox_config) == {h: ("4.0.1", "4.0.1") for h in HOSTS}
+    load = Load(f"{sandbox_config.fleet_front_url}/health")
+    try:
+        state, second = release_to_fleet(fleet_images["f2"], "4.0.2")
+    finally:
+        outcomes = load.finish()
+    assert state.is_completed(), second
+    assert second.previous == "4.0.1"
+    assert fleet_versions(sandbox_config) == {h: ("4.0.2", "4.0.2") for h in HOSTS}
+    assert outcomes["failed"] == 0, outcomes
+    print(f"requests through the fleet's front during the rollout: {dict(outcomes)}")
+    assert outcomes["4.0.1"] > 0, outcomes  # the old version served until the switches,
+    assert outcomes["4.0.2"] > 0, outcomes  # then the new one
+    assert {served(sandbox_config.fleet_front_url) for _ in range(9)} == {"4.0.2"}
+
+
+def test_health_failing_on_the_second_host_switches_the_first_back(
+    fleet_images, sandbox_config, docker_engine
+):
+    """The new version hangs on fleet-2 after fleet-1 switched: the rollout halts before
+    fleet-3, fleet-1 goes back, and all three serve the old version again."""
+    before = fleet_versions(sandbox_config)
+    assert before == {h: ("4.0.2", "4.0.2") for h in HOSTS}, "runs after the good rollout"
+    hang = Hang(docker_engine, "fleet-2", "4.0.3")
+    try:
+        state, error = release_to_fleet(fleet_images["f3"], "4.0.3")
+    finally:
+        hang.close()
+    assert hang.paused == ["stock-api-production-fleet-2-green"]
+    assert state.is_failed()
+    assert isinstance(error, HealthCheckFailed)
+    assert "fleet-2" in str(error)
+    assert error.rolled_back
+    assert fleet_versions(sandbox_config) == before
+    assert {served(sandbox_config.fleet_front_url) for _ in range(9)} == {"4.0.2"}
+    candidates = docker_engine.containers.list(
+        all=True, filters={"label": "dev.deliver.version=4.0.3"}
+    )
+    assert [c.name for c in candidates if "fleet" in c.name] == []
+    logs = flow_logs(state.state_details.flow_run_id)
+    switches = [line for line in logs if line.startswith("Traffic switched")]
+    assert switches == [
+        "Traffic switched to the green slot on fleet-1",
+        "Traffic switched to the blue slot on fleet-1",
+    ]  # fleet-3 was never touched
+    history = json.loads(
+        (sandbox_config.state_dir / "hosts" / "fleet-3" / "release-state.json").read_text()
+    )["history"]
+    assert (history[-1]["outcome"], history[-1]["version"]) == ("failed", "4.0.3")
