@@ -43,7 +43,10 @@ class DeployTarget(Block):
     _description = "Where and how the release flow deploys one environment of a service."
     model_config = ConfigDict(hide_input_in_errors=True)  # errors never show the key
 
-    environment: Literal["staging", "production"] = Field(description="The environment's name.")
+    environment: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        description="The environment's name; releases to production wait for an approval.",
+    )
     host: str | None = Field(
         default=None, description="SSH host name or address of the deploy host (not for a fleet)."
     )

@@ -248,14 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
         decide.set_defaults(handler=lambda a, v=verb: _decide(a, v))
 
     status = commands.add_parser("status", help="what is live in each environment, what is kept")
-    status.add_argument("--env", choices=["staging", "production"], help="one environment")
+    status.add_argument("--env", help="one environment (default: staging and production)")
     status.add_argument("--target", help="one DeployTarget block; a fleet shows each host")
     status.add_argument("--json", action="store_true", help="print as JSON")
     status.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     status.set_defaults(handler=_status)
 
     rel = commands.add_parser("release", help="release an image by digest to an environment")
-    rel.add_argument("--env", required=True, choices=["staging", "production"])
+    rel.add_argument("--env", required=True, help="staging, production, or another environment")
     rel.add_argument("--image", required=True, help="repository@sha256:<digest>, as CI printed")
     rel.add_argument("--version", required=True, help="the version label")
     rel.add_argument("--git-sha", required=True, help="the commit the image was built from")
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.set_defaults(handler=_release)
 
     back = commands.add_parser("rollback", help="switch back to a kept version")
-    back.add_argument("--env", required=True, choices=["staging", "production"])
+    back.add_argument("--env", required=True, help="the environment to roll back")
     back.add_argument("--to", help="a kept version (default: the newest kept one not live)")
     back.add_argument("--requested-by", default="operator", help="who asks for it")
     back.add_argument("--notify", help="notification block as type/name")
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "failure rate and time to restore, from Prefect's events",
     )
     metrics.add_argument("--since", default="30d", help="window: 30d, 12h, 90m (default 30d)")
-    metrics.add_argument("--env", default="production", choices=["staging", "production"])
+    metrics.add_argument("--env", default="production", help="environment (default production)")
     metrics.add_argument("--service", help="one service (default: all)")
     metrics.add_argument("--json", action="store_true", help="print as JSON")
     metrics.add_argument("--sandbox", action="store_true", help="use the sandbox's server")

@@ -35,12 +35,14 @@ from deliver.planning.approval import Decision
 from deliver.planning.events import Outcome
 from deliver.planning.notices import Notice, NoticeKind, checked_block_reference
 from deliver.planning.release import (
+    APPROVED_ENVIRONMENT,
     HostState,
     Release,
     RunningSlot,
     Slot,
     after_failure,
     after_success,
+    environment_name_problem,
     image_reference_problem,
     label_problem,
     rollback_choice,
@@ -62,6 +64,7 @@ from deliver.tasks.deploy import (
     write_host_state,
 )
 from deliver.tasks.notify import notification_block, notify, run_link
+from deliver.tasks.release_limits import ensure_release_limit
 from deliver.tasks.release_outcome import FinishedRelease, publish_outcome
 from flows import fleet
 from flows.release_steps import (
@@ -86,7 +89,10 @@ class ReleaseParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: str = Field(description="The image by digest: repository@sha256:<64 hex>.")
-    environment: Literal["staging", "production"] = Field(description="Where to release.")
+    environment: str = Field(
+        description="Where to release: staging, production (which waits for an approval), or "
+        "any environment with a DeployTarget."
+    )
     version: str = Field(description="Version label, like 1.4.2 or a short sha.")
     git_sha: str = Field(description="The commit the image was built from.")
     requested_by: str = Field(description="Who asked for this release.")
@@ -117,6 +123,11 @@ class ReleaseParameters(BaseModel):
     def _version(cls, value: str) -> str:
         return _token("version", value)
 
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str) -> str:
+        return _environment_name(value)
+
     @field_validator("notify_block")
     @classmethod
     def _notify_block(cls, value: str | None) -> str | None:
@@ -135,6 +146,13 @@ class ReleaseParameters(BaseModel):
     @property
     def block(self) -> str:
         return self.target_block or self.environment
+
+
+def _environment_name(value: str) -> str:
+    problem = environment_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _token(kind: str, value: str) -> str:
@@ -274,7 +292,7 @@ def _candidate_text(version: str, target: TargetView) -> str:
 @contextlib.contextmanager
 def environment_lock(target: TargetView) -> Iterator[None]:
     """One release at a time per environment: its strict global concurrency limit."""
-    limit = f"release-{target.environment}"
+    limit = ensure_release_limit(target.environment)
     get_run_logger().info("Waiting for the %s concurrency slot (one release at a time)", limit)
     with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600, lease_duration=LEASE_S):
         yield
@@ -353,7 +371,7 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     target = read_target(block)
     run = str(flow_run.get_id() or "")
     try:
-        if target.environment == "production":
+        if target.environment == APPROVED_ENVIRONMENT:
             timeout_s = int(read_approval_timeout(parameters.approval_policy))  # checks policy
             staging = require_on_staging(parameters)
             if target.hosts:
@@ -409,7 +427,7 @@ def _report_success(
     ))  # fmt: skip
     if rollback:
         kind, detail = NoticeKind.ROLLED_BACK, f"by {parameters.requested_by}"
-    elif target.environment == "production":
+    elif target.environment == APPROVED_ENVIRONMENT:
         kind = NoticeKind.PRODUCTION_RELEASED
         detail = (f"approved by {approval.approver}: {approval.reason or 'no reason given'}"
                   if approval else f"requested by {parameters.requested_by}")  # fmt: skip
@@ -538,7 +556,7 @@ class RollbackParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    environment: Literal["staging", "production"] = Field(description="Where to roll back.")
+    environment: str = Field(description="Where to roll back.")
     to_version: str | None = Field(
         default=None, description="A kept version; default: the newest kept one not live."
     )
@@ -552,6 +570,11 @@ class RollbackParameters(BaseModel):
     @classmethod
     def _notify_block(cls, value: str | None) -> str | None:
         return checked_block_reference(value)
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str) -> str:
+        return _environment_name(value)
 
     @field_validator("to_version")
     @classmethod

@@ -43,8 +43,8 @@ def test_status_json_shows_every_component_healthy(sandbox_state):
     assert [s["name"] for s in statuses] == [
         "docker-engine", "base-image", "registry", "ssh-staging", "ssh-production",
         "nginx", "ssh-fleet-1", "ssh-fleet-2", "ssh-fleet-3", "nginx-fleet-1", "nginx-fleet-2",
-        "nginx-fleet-3", "nginx-fleet-front", "advisories", "chat", "postgres", "prefect-server", "prefect-worker",
-        "prefect-worker-2", "prefect-blocks",
+        "nginx-fleet-3", "nginx-fleet-front", "advisories", "chat", "postgres", "prefect-server",
+        "prefect-worker", "prefect-worker-2", "prefect-blocks",
     ]  # fmt: skip
     assert all(s["healthy"] for s in statuses), statuses
 

@@ -71,7 +71,7 @@ def images(docker_engine, registry, base_image, sandbox_config, prefect_api):
 
 def run_release(image: str, environment: str, version: str, **extra: Any) -> tuple[Any, Any]:
     parameters = ReleaseParameters(
-        image=image, environment=environment, version=version, git_sha=SHA,  # type: ignore[arg-type]
+        image=image, environment=environment, version=version, git_sha=SHA,
         requested_by="tester", **extra,
     )  # fmt: skip
     state = release(parameters, return_state=True)
@@ -285,11 +285,47 @@ def test_images_must_be_by_digest(image):
                           requested_by="tester")  # fmt: skip
 
 
+@pytest.mark.parametrize("environment", ["Prod", "qa;id", "", "-x", "a" * 32])
+def test_environment_names_are_plain_tokens(environment):
+    with pytest.raises(ValidationError, match="environment name"):
+        ReleaseParameters(image=f"app@sha256:{'a' * 64}", environment=environment, version="1.0",
+                          git_sha=SHA, requested_by="tester")  # fmt: skip
+
+
+def test_a_third_environment_gets_its_own_limit_on_its_first_release(images, sandbox_config):
+    """Any environment with a DeployTarget: `qa` (staging's host, its own slots) releases like
+    staging, and its first release creates its one-at-a-time limit."""
+    import asyncio
+
+    from prefect import get_client
+
+    async def drop_limit() -> None:
+        async with get_client() as client:
+            with contextlib.suppress(Exception):
+                await client.delete_global_concurrency_limit_by_name("release-qa")
+
+    asyncio.run(drop_limit())
+    state, result = run_release(images["v1"], "qa", "1.0.1")
+    assert state.is_completed(), result
+    assert result.environment == "qa"
+    assert (
+        version_at(f"http://127.0.0.1:{sandbox_config.qa_slot_ports[_slot(result.slot)]}")
+        == "1.0.1"
+    )
+    assert host_state(sandbox_config, "qa")["live"]["version"] == "1.0.1"
+
+    async def limit() -> int:
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name("release-qa")).limit
+
+    assert asyncio.run(limit()) == 1
+
+
 def test_production_releases_started_at_once_run_one_at_a_time(images, sandbox_config):
-    """Five production releases started and approved together change production in turn."""
+    """Three production releases started and approved together change production in turn."""
     state, _ = run_release(images["v1"], "staging", "1.0.1")
     assert state.is_completed()
-    versions = [f"1.0.1-rc{n}" for n in range(1, 6)]
+    versions = [f"1.0.1-rc{n}" for n in range(1, 4)]
     releases = [ProductionRelease(images["v1"], version) for version in versions]
     for production in releases:
         waiting_run(production.version)
@@ -302,7 +338,7 @@ def test_production_releases_started_at_once_run_one_at_a_time(images, sandbox_c
     assert all(state.is_completed() for state, _ in outcomes), outcomes
     history = [r for r in host_state(sandbox_config, "production")["history"]
                if r["version"] in versions]  # fmt: skip
-    assert len(history) == 5
+    assert len(history) == 3
     spans = sorted((record["began"], record["at"]) for record in history)
     for (_, ended), (began, _) in itertools.pairwise(spans):
         assert ended <= began, spans

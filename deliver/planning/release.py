@@ -101,6 +101,17 @@ def target_slot(state: HostState, serving: Slot | None = None) -> Slot:
     return serving.idle if serving is not None else Slot.BLUE
 
 
+ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+APPROVED_ENVIRONMENT = "production"  # its releases wait for a human approval
+
+
+def environment_name_problem(name: str) -> str | None:
+    """Why `name` cannot name an environment (it names limits, containers, blocks), or None."""
+    if ENVIRONMENT_NAME.fullmatch(name):
+        return None
+    return f"an environment name is lowercase letters, digits and dashes, like qa; not {name!r}"
+
+
 def container_name(app: str, environment: str, slot: Slot, host: str = "") -> str:
     """A fleet's hosts name theirs after the host too, so hosts sharing an engine never clash."""
     return "-".join(part for part in (app, environment, host, slot.value) if part)

@@ -61,6 +61,9 @@ class SandboxConfig:
             Environment.PRODUCTION: {Slot.BLUE: 8101, Slot.GREEN: 8102},
         }
     )
+    qa_slot_ports: Mapping[Slot, int] = dataclasses.field(
+        default_factory=lambda: {Slot.BLUE: 8401, Slot.GREEN: 8402}
+    )
     fleet: Mapping[str, FleetHostPorts] = dataclasses.field(default_factory=_fleet_ports)
     fleet_front_port: int = 8180
     work_pool: str = "sandbox-process"
@@ -126,6 +129,7 @@ class SandboxConfig:
         for slots in self.slot_ports.values():
             ports.extend(slots.values())
         ports.append(self.fleet_front_port)
+        ports.extend(self.qa_slot_ports.values())
         for host in self.fleet.values():
             ports += [host.ssh, host.blue, host.green, host.front]
         return ports

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import getpass
 import secrets
 from pathlib import Path
@@ -19,6 +18,7 @@ from deliver.sandbox.registry import Registry
 WEBHOOK_SECRET_BLOCK = "webhook-secret"  # noqa: S105 (a block name)
 REGISTRY_BLOCK = "sandbox-registry"
 FLEET_BLOCK = "production-fleet"
+QA_BLOCK = "qa"  # a third environment, on staging's host
 CHAT_BLOCK = "sandbox-chat"
 NOTIFY_BLOCK = f"custom-webhook/{CHAT_BLOCK}"  # how flows' notify_block parameter names it
 APPROVAL_POLICY = "production-approvals"
@@ -59,6 +59,16 @@ def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, An
     return fields
 
 
+def qa_target_fields(ctx: Context) -> dict[str, Any]:
+    """The `qa` environment: staging's SSH host, with its own slots and state."""
+    state_dir = ctx.dir("hosts") / QA_BLOCK
+    return {
+        **deploy_target_fields(ctx, Environment.STAGING), "environment": QA_BLOCK,
+        "slot_ports": {slot.value: port for slot, port in ctx.config.qa_slot_ports.items()},
+        "state_dir": str(state_dir),
+    }  # fmt: skip
+
+
 def fleet_target_fields(ctx: Context) -> dict[str, Any]:
     """Production as a fleet: the sandbox's three fleet hosts, each with its own sshd, slots
     and nginx, behind one load balancer. All share the deploy key of the first."""
@@ -84,28 +94,6 @@ def fleet_target_fields(ctx: Context) -> dict[str, Any]:
             "nginx_command": nginx.command(ctx), "front_url": nginx.address(ctx),
         })  # fmt: skip
     return fields
-
-
-def ensure_release_limits(environments: list[str]) -> None:
-    """One release at a time per environment: a global concurrency limit of 1 for each."""
-    import asyncio
-
-    from prefect import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    async def create() -> None:
-        async with get_client() as client:
-            for environment in environments:
-                name = f"release-{environment}"
-                try:
-                    await client.read_global_concurrency_limit_by_name(name)
-                except ObjectNotFound:
-                    limit = GlobalConcurrencyLimitCreate(name=name, limit=1)
-                    with contextlib.suppress(ObjectAlreadyExists):
-                        await client.create_global_concurrency_limit(limit)
-
-    asyncio.run(create())
 
 
 class PrefectBlocks(Component):
@@ -136,6 +124,7 @@ class PrefectBlocks(Component):
 
         from blocks.approval_policy import ApprovalPolicy
         from blocks.deploy_target import DeployTarget
+        from deliver.tasks.release_limits import ensure_release_limit
 
         username, password = Registry().credentials(ctx)
         with self._settings(ctx):
@@ -150,6 +139,7 @@ class PrefectBlocks(Component):
                     environment.value, overwrite=True
                 )
             DeployTarget(**fleet_target_fields(ctx)).save(FLEET_BLOCK, overwrite=True)
+            DeployTarget(**qa_target_fields(ctx)).save(QA_BLOCK, overwrite=True)
             ApprovalPolicy(
                 approvers=[DEMO_APPROVER, "alice"],
                 totp_secrets={"alice": SecretStr(self.alice_secret(ctx))},
@@ -164,9 +154,10 @@ class PrefectBlocks(Component):
                 headers=None,
                 cookies=None,
             ).save(CHAT_BLOCK, overwrite=True)
-            ensure_release_limits([e.value for e in Environment])
+            for environment_name in (*(e.value for e in Environment), QA_BLOCK):
+                ensure_release_limit(environment_name)
         ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r}, DeployTargets 'staging', 'production', "
-                f"{FLEET_BLOCK!r}, "
+                f"{FLEET_BLOCK!r}, {QA_BLOCK!r}, "
                 f"{APPROVAL_POLICY!r}, {WEBHOOK_SECRET_BLOCK!r} and {NOTIFY_BLOCK!r}")  # fmt: skip
         return self.status(ctx)
 
@@ -193,12 +184,12 @@ class PrefectBlocks(Component):
 
         address = (
             f"DockerRegistryCredentials/{REGISTRY_BLOCK}, "
-            f"DeployTarget/staging, production, {FLEET_BLOCK}"
+            f"DeployTarget/staging, production, {FLEET_BLOCK}, {QA_BLOCK}"
         )
         try:
             with self._settings(ctx):
                 block = DockerRegistryCredentials.load(REGISTRY_BLOCK)
-                for name in [*(e.value for e in Environment), FLEET_BLOCK]:
+                for name in [*(e.value for e in Environment), FLEET_BLOCK, QA_BLOCK]:
                     DeployTarget.load(name)
         except Exception as exc:
             detail = f"cannot load: {type(exc).__name__}: {exc}".splitlines()[0][:200]
