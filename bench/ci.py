@@ -103,18 +103,21 @@ def run_flow(repo: Path, cache: Path) -> tuple[float, Any]:
     return wall, state
 
 
-def critical_path(state: Any) -> float:
+def task_durations(state: Any) -> dict[str, float]:
     from deliver.run_history import final_task_runs
 
     runs = final_task_runs(state.state_details.flow_run_id)
-    found = {
-        run.name: (run.end_time - run.start_time).total_seconds()
+    return {
+        run.name: round((run.end_time - run.start_time).total_seconds(), 3)
         for run in runs
         if run.start_time and run.end_time
     }
+
+
+def critical_path(durations: dict[str, float]) -> float:
     total = 0.0
     for stage in STAGES:
-        total += max((d for n, d in found.items() if n.startswith(tuple(stage))), default=0.0)
+        total += max((d for n, d in durations.items() if n.startswith(tuple(stage))), default=0.0)
     return total
 
 
@@ -192,6 +195,7 @@ def main() -> None:
     CONFIG.prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.update(CONFIG.prefect_env())
     rounds: dict[str, list[float]] = {"cold": [], "critical": [], "baseline": [], "warm": []}
+    tasks: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ci-") as root:
         repo = make_repo(Path(root))
         cache = CONFIG.state_dir / "ci-cache"
@@ -201,8 +205,11 @@ def main() -> None:
             fresh_commit(repo)
             cold, state = run_flow(repo, cache)
             rounds["cold"].append(cold)
-            rounds["critical"].append(critical_path(state))
-            rounds["warm"].append(run_flow(repo, cache)[0])
+            tasks["cold"] = task_durations(state)
+            rounds["critical"].append(critical_path(tasks["cold"]))
+            warm, warm_state = run_flow(repo, cache)
+            rounds["warm"].append(warm)
+            tasks["warm"] = task_durations(warm_state)
             fresh_commit(repo)
             rounds["baseline"].append(run_baseline(repo, cache))
     cold, critical = statistics.median(rounds["cold"]), statistics.median(rounds["critical"])
@@ -223,6 +230,7 @@ def main() -> None:
                     "cold_over_warm": ">= 10",
                 },
                 "rounds": {k: [round(v, 2) for v in vs] for k, vs in rounds.items()},
+                "last_round_task_s": tasks,
             },
             indent=2,
         )

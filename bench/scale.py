@@ -1,10 +1,13 @@
 """Prefect's orchestration under load, printed as JSON: the sandbox's server on PostgreSQL with
 two process workers, against a second server on SQLite with one worker, side by side in one run.
 
-    .venv/bin/python -m bench.scale [--ramp 10,25,50] [--tasks 40]
+    .venv/bin/python -m bench.scale [--ramp 10,25,50] [--tasks 40] [--pipelines 10]
 
 For each side and each step of the ramp, that many `worker-probe` deployment runs are created
 at once; the figures are how many completed, crashed or failed, and the rate (runs per hour).
+Then `--pipelines` runs of the `ci` deployment are created at once, each on its own commit of
+the sample (every check, build and push cold), as the deployment allows them (two at a time):
+CI pipelines per hour.
 The per-task orchestration overhead is a flow of `--tasks` no-op tasks against a flow of none,
 run in this process against each server. The sandbox must be up (on PostgreSQL); the SQLite
 server is started for the run on port 14200 and stopped after.
@@ -19,8 +22,10 @@ import contextlib
 import dataclasses
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +33,14 @@ from deliver import sandbox
 from deliver.ci_command import use_sandbox
 
 SQLITE_PORT = 14200
+REGISTRY_BLOCK = "sandbox-registry"
+
+
+def sandbox_registry_block(config: sandbox.SandboxConfig) -> Any:
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    with server(config):
+        return DockerRegistryCredentials.load(REGISTRY_BLOCK, _sync=True)
 
 
 @contextlib.contextmanager
@@ -43,16 +56,27 @@ def server(config: sandbox.SandboxConfig) -> Iterator[None]:
         yield
 
 
-def burst(deployment_id: str, count: int, timeout_s: float = 900) -> dict[str, Any]:
+def burst(
+    deployment_id: str,
+    count: int,
+    timeout_s: float = 900,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """`count` runs created at once (the i-th with `parameters[i]`, if given), until all end."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    each = parameters or [{} for _ in range(count)]
+
     async def start() -> tuple[list[UUID], int]:
         async with get_client() as client:
-            first = await client.create_flow_run_from_deployment(UUID(deployment_id))
+            deployment = UUID(deployment_id)
+            # One request first: concurrent first requests would invalidate each other's CSRF
+            # token (403).
+            first = await client.create_flow_run_from_deployment(deployment, parameters=each[0])
             made = await asyncio.gather(*[
-                client.create_flow_run_from_deployment(UUID(deployment_id))
-                for _ in range(count - 1)
+                client.create_flow_run_from_deployment(deployment, parameters=p)
+                for p in each[1:count]
             ], return_exceptions=True)  # fmt: skip
             ids = [first.id, *(r.id for r in made if not isinstance(r, BaseException))]
             return ids, sum(1 for r in made if isinstance(r, BaseException))
@@ -103,27 +127,58 @@ def task_overhead_s(tasks: int) -> float:
     return (full - empty) / tasks
 
 
-def side(config: sandbox.SandboxConfig, ramp: list[int], tasks: int) -> dict[str, Any]:
+def pipeline_parameters(root: Path, count: int) -> list[dict[str, Any]]:
+    """`count` commits of the sample, each changing every check's inputs: one cold CI apiece."""
+    from bench.ci import base_image, fresh_commit, make_repo
+
+    repo = make_repo(root)
+    shas = [fresh_commit(repo) for _ in range(count)]
+    config = sandbox.config_from_env()
+    return [{"parameters": {
+        "repo": str(repo), "ref": sha, "spec_path": "deliver.yaml",
+        "advisory_url": config.advisory_url, "build_args": {"BASE_IMAGE": base_image()},
+        "cache_dir": str(root / "ci-cache"),
+    }} for sha in shas]  # fmt: skip
+
+
+def copy_registry_block(registry: Any) -> None:
+    """The sandbox's registry credentials, saved on the server in use (CI pushes with them)."""
+    type(registry)(**registry.model_dump()).save(REGISTRY_BLOCK, overwrite=True)
+
+
+def side(
+    config: sandbox.SandboxConfig, ramp: list[int], tasks: int, pipelines: int, registry: Any
+) -> dict[str, Any]:
     from deployments import deploy_all
 
     with server(config):
-        (probe,) = deploy_all(only=["worker-probe"], work_pool=config.work_pool)
+        copy_registry_block(registry)
+        probe, ci = deploy_all(only=["worker-probe", "ci"], work_pool=config.work_pool)
         steps = [burst(probe.deployment_id, count) for count in ramp]
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as root:
+            runs = pipeline_parameters(Path(root), pipelines)
+            ci_step = burst(ci.deployment_id, pipelines, parameters=runs) if pipelines else None
         overhead = task_overhead_s(tasks)
     broken = [s["runs"] for s in steps
               if s["creation_refused"] or set(s["states"]) != {"Completed"}]  # fmt: skip
     failing = broken[0] if broken else None
-    return {"steps": steps, "per_task_overhead_s": round(overhead, 4), "fails_from_runs": failing}
+    return {
+        "steps": steps, "per_task_overhead_s": round(overhead, 4), "fails_from_runs": failing,
+        "ci_pipelines": ci_step,
+        "ci_pipelines_per_hour": ci_step["runs_per_hour"] if ci_step else None,
+    }  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ramp", default="10,25,50", help="runs created at once, per step")
     parser.add_argument("--tasks", type=int, default=40)
+    parser.add_argument("--pipelines", type=int, default=10, help="CI runs created at once")
     args = parser.parse_args()
     ramp = [int(n) for n in args.ramp.split(",")]
     use_sandbox()
     main_config = sandbox.config_from_env()
+    registry = sandbox_registry_block(main_config)
     sqlite_config = dataclasses.replace(
         main_config, state_dir=main_config.state_dir.parent / ".sandbox-bench-sqlite",
         prefect_port=SQLITE_PORT, work_pool="bench-sqlite",
@@ -131,20 +186,24 @@ def main() -> None:
     sandbox.up(sqlite_config, only=["prefect-server", "prefect-worker"], database="sqlite",
                say=lambda _m: None)  # fmt: skip
     try:
-        sqlite = side(sqlite_config, ramp, args.tasks)
+        sqlite = side(sqlite_config, ramp, args.tasks, args.pipelines, registry)
     finally:
         sandbox.down(sqlite_config, say=lambda _m: None)
-    postgres = side(main_config, ramp, args.tasks)
+    postgres = side(main_config, ramp, args.tasks, args.pipelines, registry)
 
     def best_rate(result: dict[str, Any]) -> int:
         return max(int(step["runs_per_hour"]) for step in result["steps"])
 
     rates = best_rate(postgres) / max(best_rate(sqlite), 1)
 
+    pipelines = (postgres["ci_pipelines_per_hour"] or 0) / max(
+        sqlite["ci_pipelines_per_hour"] or 0, 1
+    )
     print(json.dumps({
         "sqlite_one_worker": sqlite,
         "postgres_two_workers": postgres,
         "runs_per_hour_postgres_over_sqlite": round(rates, 2),
+        "ci_pipelines_per_hour_postgres_over_sqlite": round(pipelines, 2),
         "task_overhead_postgres_over_sqlite": round(
             postgres["per_task_overhead_s"] / sqlite["per_task_overhead_s"], 2),
     }, indent=2))  # fmt: skip

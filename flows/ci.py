@@ -33,8 +33,15 @@ from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
 from deliver.tasks.git import check_out, repo_name
+from deliver.tasks.limits import build_limit_name, held
 from deliver.tasks.notify import notification_block, notify_failure
-from deliver.tasks.registry import find_image, push_image, tag_image
+from deliver.tasks.registry import (
+    RegistryImage,
+    RegistryLookup,
+    find_image,
+    push_image,
+    tag_image,
+)
 from deliver.tasks.scan import ScanReport, scan_image
 
 PUBLIC_OSV = "https://api.osv.dev/v1/query"
@@ -192,6 +199,45 @@ def publish_result(result: CiResult) -> None:
     )
 
 
+def _image(
+    parameters: CiParameters,
+    spec: PipelineSpec,
+    checkout: Any,
+    lookup: RegistryLookup,
+    tags: list[str],
+    source_tag: str,
+) -> tuple[str, RegistryImage, ScanReport]:
+    """Build (unless the registry holds this source tree), test the container, scan, then push
+    or re-tag: (image id, the image in the registry, the scan report)."""
+    existing = lookup.existing
+    app_dir = (checkout.workdir / parameters.spec_path).parent
+    if existing is None:
+        labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
+        built = build_image(
+            (app_dir / spec.image.context).resolve(), spec.image.dockerfile, lookup.repository,
+            tags, {**spec.image.build_args, **parameters.build_args}, labels,
+        )  # fmt: skip
+        image_id = built.image_id
+    else:
+        get_run_logger().info(
+            "Source tree unchanged since %s: no build, no push", existing.reference
+        )
+        image_id = existing.image_id
+
+    run_label = str(flow_run.get_id() or "local")
+    health = test_container.submit(image_id, spec.container, run_label, spec.service)
+    scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
+    health.wait()
+    scan.wait()
+    health.result()
+    report = scan.result()
+
+    if existing is None:
+        return image_id, push_image(parameters.registry_block, spec.image.name, tags), report
+    tag_image(parameters.registry_block, spec.image.name, existing.digest, tags)
+    return image_id, existing, report
+
+
 @flow(name="ci-pipeline", log_prints=True)
 async def ci_pipeline(parameters: CiParameters) -> CiResult:
     """Check out `parameters.ref`, check, build, test, scan and push; return the image by digest."""
@@ -239,31 +285,14 @@ def _pipeline(
 
     tags = image_tags(checkout.resolved, source_tag)
     lookup = find_image(parameters.registry_block, spec.image.name, source_tag)
-    existing = lookup.existing
-    if existing is None:
-        repository = lookup.repository
-        labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
-        built = build_image(
-            context_dir, spec.image.dockerfile, repository, tags, build_args, labels
-        )
-        image_id = built.image_id
+    if lookup.existing is None:
+        # Two runs of one source tree at once would both build and push it, and the second
+        # push would move the first's tags. The second waits, then finds the first's image.
+        with held(build_limit_name(spec.image.name), "one build and push of an image at a time"):
+            lookup = find_image(parameters.registry_block, spec.image.name, source_tag)
+            image_id, pushed, report = _image(parameters, spec, checkout, lookup, tags, source_tag)
     else:
-        logger.info("Source tree unchanged since %s: no build, no push", existing.reference)
-        image_id = existing.image_id
-
-    run_label = str(flow_run.get_id() or "local")
-    health = test_container.submit(image_id, spec.container, run_label, spec.service)
-    scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
-    health.wait()
-    scan.wait()
-    health.result()
-    report = scan.result()
-
-    if existing is None:
-        pushed = push_image(parameters.registry_block, spec.image.name, tags)
-    else:
-        tag_image(parameters.registry_block, spec.image.name, existing.digest, tags)
-        pushed = existing
+        image_id, pushed, report = _image(parameters, spec, checkout, lookup, tags, source_tag)
     result = CiResult(
         service=spec.service,
         image=pushed.reference,
@@ -273,7 +302,7 @@ def _pipeline(
         ref=parameters.ref,
         version=checkout.resolved.version,
         tags=tuple(tags),
-        built=existing is None,
+        built=lookup.existing is None,
         checks=tuple(checks),
         scan=report,
     )

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any, Literal, cast
 
 from prefect import State, flow, get_run_logger
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
@@ -63,8 +62,8 @@ from deliver.tasks.deploy import (
     stop_slot,
     write_host_state,
 )
+from deliver.tasks.limits import held, release_limit_name
 from deliver.tasks.notify import notification_block, notify, run_link
-from deliver.tasks.release_limits import ensure_release_limit
 from deliver.tasks.release_outcome import FinishedRelease, publish_outcome
 from flows import fleet
 from flows.release_steps import (
@@ -76,9 +75,6 @@ from flows.release_steps import (
     surveyed_state,
 )
 
-# The environment's slot is leased and renewed while the release runs; a release killed with
-# -9 stops renewing, and the next one gets the slot at most this long after.
-LEASE_S = 60.0  # the server's minimum
 # A paused (not suspended) release checks for its resume this often.
 POLL_S = 0.5
 
@@ -291,10 +287,9 @@ def _candidate_text(version: str, target: TargetView) -> str:
 
 @contextlib.contextmanager
 def environment_lock(target: TargetView) -> Iterator[None]:
-    """One release at a time per environment: its strict global concurrency limit."""
-    limit = ensure_release_limit(target.environment)
-    get_run_logger().info("Waiting for the %s concurrency slot (one release at a time)", limit)
-    with concurrency(limit, occupy=1, strict=True, timeout_seconds=3600, lease_duration=LEASE_S):
+    """One release at a time per environment: its strict global concurrency limit, leased and
+    renewed while held, so a release killed with -9 frees it within the lease."""
+    with held(release_limit_name(target.environment), "one release at a time"):
         yield
 
 

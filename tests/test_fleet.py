@@ -63,6 +63,23 @@ def fleet_images(docker_engine, registry, base_image, sandbox_config, prefect_ap
     reset_fleet(docker_engine, sandbox_config)
 
 
+def push_variant(
+    docker_engine: Any, registry: dict[str, str], base_image: str, name: str, version: str
+) -> str:
+    """The sample built as `version` and pushed to `<registry>/<name>`; its reference by digest."""
+    repository = f"{registry['address']}/{name}"
+    docker_engine.images.build(
+        path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{version}",
+        buildargs={"BASE_IMAGE": base_image, "VERSION": version}, rm=True,
+    )  # fmt: skip
+    auth = {"username": registry["username"], "password": registry["password"]}
+    stream = docker_engine.api.push(repository, tag=version, stream=True, decode=True,
+                                    auth_config=auth)  # fmt: skip
+    outcome = read_push_stream(stream)
+    assert outcome.digest, outcome.error
+    return f"{repository}@{outcome.digest}"
+
+
 def release_to_fleet(image: str, version: str, block: str = QUICK) -> tuple[Any, Any]:
     """Staging first (production takes only what staging serves), then the fleet, approved."""
     state, result = run_release(image, "staging", version)

@@ -292,12 +292,20 @@ def test_environment_names_are_plain_tokens(environment):
                           git_sha=SHA, requested_by="tester")  # fmt: skip
 
 
-def test_a_third_environment_gets_its_own_limit_on_its_first_release(images, sandbox_config):
+def test_a_third_environment_gets_its_own_limit_on_its_first_release(
+    images, sandbox_config, docker_engine
+):
     """Any environment with a DeployTarget: `qa` (staging's host, its own slots) releases like
-    staging, and its first release creates its one-at-a-time limit."""
+    staging, and its first release creates its one-at-a-time limit. The host lacks the image,
+    so the release logs in and pulls it (a host that has it skips the pull)."""
     import asyncio
 
     from prefect import get_client
+
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker_engine.images.remove(images["v1"], force=True, noprune=True)
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_engine.images.get(images["v1"])
 
     async def drop_limit() -> None:
         async with get_client() as client:
@@ -313,6 +321,7 @@ def test_a_third_environment_gets_its_own_limit_on_its_first_release(images, san
         == "1.0.1"
     )
     assert host_state(sandbox_config, "qa")["live"]["version"] == "1.0.1"
+    docker_engine.images.get(images["v1"])  # pulled
 
     async def limit() -> int:
         async with get_client() as client:

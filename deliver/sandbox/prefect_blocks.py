@@ -124,7 +124,7 @@ class PrefectBlocks(Component):
 
         from blocks.approval_policy import ApprovalPolicy
         from blocks.deploy_target import DeployTarget
-        from deliver.tasks.release_limits import ensure_release_limit
+        from deliver.tasks.limits import ensure_release_limit
 
         username, password = Registry().credentials(ctx)
         with self._settings(ctx):

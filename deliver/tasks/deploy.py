@@ -236,8 +236,13 @@ def write_host_state(block: str, state: HostState) -> None:
     retry_condition_fn=_retry_when(HostUnreachable, RemoteCommandFailed),
 )
 def pull_image(block: str, image: str) -> None:
-    """Pull by digest with a throwaway docker config; the password goes on stdin only."""
+    """Pull by digest with a throwaway docker config; the password goes on stdin only. An image
+    by digest is its content, so one the host already has is not pulled again."""
     target = load_host(block)
+    with connect(target) as remote:
+        if remote.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], check=False).ok:
+            get_run_logger().info("%s is already on %s", image, target.host)
+            return
     registry = load_credentials(target.registry_block)
     with connect(target) as remote:
         config = remote.run(["mktemp", "-d"]).stdout.strip()
