@@ -14,9 +14,8 @@ import pytest
 
 from blocks.deploy_target import DeployTarget
 from deliver.errors import HealthCheckFailed
-from deliver.planning.registry import read_push_stream
 from deliver.planning.release import nginx_upstream
-from tests.conftest import PROJECT_DIR
+from tests.images import push_sample
 from tests.load import Load
 from tests.test_release import ProductionRelease, run_release
 
@@ -46,38 +45,11 @@ def fleet_images(docker_engine, registry, base_image, sandbox_config, prefect_ap
     reset_fleet(docker_engine, sandbox_config)
     fleet = cast(DeployTarget, DeployTarget.load(FLEET))
     DeployTarget(**{**fleet.model_dump(), "health_timeout_s": 4.0}).save(QUICK, overwrite=True)
-    repository = f"{registry['address']}/{REPOSITORY}"
-    auth = {"username": registry["username"], "password": registry["password"]}
-    found = {}
-    for name, version in VERSIONS.items():
-        docker_engine.images.build(
-            path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{name}",
-            buildargs={"BASE_IMAGE": base_image, "VERSION": version}, rm=True,
-        )  # fmt: skip
-        stream = docker_engine.api.push(repository, tag=name, stream=True, decode=True,
-                                        auth_config=auth)  # fmt: skip
-        outcome = read_push_stream(stream)
-        assert outcome.digest, outcome.error
-        found[name] = f"{repository}@{outcome.digest}"
+    found = {name: push_sample(docker_engine, registry, base_image, REPOSITORY, name,
+                               {"VERSION": version})
+             for name, version in VERSIONS.items()}  # fmt: skip
     yield found
     reset_fleet(docker_engine, sandbox_config)
-
-
-def push_variant(
-    docker_engine: Any, registry: dict[str, str], base_image: str, name: str, version: str
-) -> str:
-    """The sample built as `version` and pushed to `<registry>/<name>`; its reference by digest."""
-    repository = f"{registry['address']}/{name}"
-    docker_engine.images.build(
-        path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{version}",
-        buildargs={"BASE_IMAGE": base_image, "VERSION": version}, rm=True,
-    )  # fmt: skip
-    auth = {"username": registry["username"], "password": registry["password"]}
-    stream = docker_engine.api.push(repository, tag=version, stream=True, decode=True,
-                                    auth_config=auth)  # fmt: skip
-    outcome = read_push_stream(stream)
-    assert outcome.digest, outcome.error
-    return f"{repository}@{outcome.digest}"
 
 
 def release_to_fleet(image: str, version: str, block: str = QUICK) -> tuple[Any, Any]:

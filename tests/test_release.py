@@ -20,11 +20,11 @@ from blocks.deploy_target import DeployTarget
 from deliver.approvals import decide, waiting_releases
 from deliver.errors import HealthCheckFailed, HostKeyRejected, NotOnStaging, SmokeCheckFailed
 from deliver.planning.approval import decode_secret, totp
-from deliver.planning.registry import read_push_stream
 from deliver.planning.release import nginx_upstream
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
 from flows.release import ReleaseParameters, release
 from tests.conftest import PROJECT_DIR
+from tests.images import push_sample
 
 REPOSITORY = "release-test"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -51,20 +51,8 @@ def reset_hosts(docker_engine: Any, sandbox_config: Any) -> None:
 def images(docker_engine, registry, base_image, sandbox_config, prefect_api):
     """Every variant of the sample built and pushed; name -> repository@sha256:..."""
     reset_hosts(docker_engine, sandbox_config)
-    repository = f"{registry['address']}/{REPOSITORY}"
-    auth = {"username": registry["username"], "password": registry["password"]}
-    found = {}
-    for name, args in VARIANTS.items():
-        docker_engine.images.build(
-            path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{name}",
-            buildargs={"BASE_IMAGE": base_image, **args}, rm=True,
-        )  # fmt: skip
-        stream = docker_engine.api.push(
-            repository, tag=name, stream=True, decode=True, auth_config=auth
-        )
-        outcome = read_push_stream(stream)
-        assert outcome.digest, outcome.error
-        found[name] = f"{repository}@{outcome.digest}"
+    found = {name: push_sample(docker_engine, registry, base_image, REPOSITORY, name, args)
+             for name, args in VARIANTS.items()}  # fmt: skip
     yield found
     reset_hosts(docker_engine, sandbox_config)
 

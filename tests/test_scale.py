@@ -77,7 +77,7 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
 
     from deliver.approvals import decide, waiting_releases
     from tests.conftest import PROJECT_DIR
-    from tests.test_fleet import push_variant
+    from tests.images import push_sample
     from tests.test_release import host_state
 
     needs_postgres(sandbox_state)
@@ -92,7 +92,8 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
     for argv in (["init", "-q", "-b", "scale"], ["add", "-A"], ["commit", "-q", "-m", "scale"]):
         subprocess.run(["git", *argv], cwd=repo, check=True, env={**os.environ, **who})
-    image = push_variant(docker_engine, registry, base_image, "scale-release", "5.0.0")
+    image = push_sample(docker_engine, registry, base_image, "scale-release", "5.0.0",
+                        {"VERSION": "5.0.0"})  # fmt: skip
     staged = release_now(image, "staging", "5.0.0")  # production takes only what staging serves
     assert staged, "the first staging release failed"
     names = ["ci", "release-staging", "release-production"]

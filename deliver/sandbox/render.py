@@ -45,8 +45,9 @@ def sshd_config(*, port: int, host_key: Path, authorized_keys: Path, pid_file: P
     return "\n".join(lines) + "\n"
 
 
-def nginx_config(*, port: int, prefix: Path, upstream_file: Path, pid_file: Path) -> str:
-    """nginx in front of production; `upstream_file` names the live slot; releases rewrite it."""
+def _nginx(*, prefix: Path, pid_file: Path, port: int, upstreams: str, proxy: str) -> str:
+    """One nginx process serving `port` on loopback: its own health page, the rest proxied with
+    the `proxy` directives to the `upstreams` it declares."""
     return f"""\
 worker_processes 1;
 pid {pid_file};
@@ -64,8 +65,7 @@ http {{
     uwsgi_temp_path {prefix}/scratch/uwsgi;
     scgi_temp_path {prefix}/scratch/scgi;
 
-    include {upstream_file};
-
+{upstreams}
     server {{
         listen {LOOPBACK}:{port};
 
@@ -76,10 +76,7 @@ http {{
         }}
 
         location / {{
-            # Which slot answered: releases wait for it to name the new slot after a switch.
-            add_header X-Deliver-Upstream $upstream_addr always;
-            proxy_pass http://production_app;
-            proxy_http_version 1.1;
+{proxy}            proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_connect_timeout 2s;
@@ -88,53 +85,26 @@ http {{
     }}
 }}
 """
+
+
+def nginx_config(*, port: int, prefix: Path, upstream_file: Path, pid_file: Path) -> str:
+    """nginx in front of production; `upstream_file` names the live slot; releases rewrite it."""
+    proxy = (
+        "            # Which slot answered: releases wait for it to name the new slot.\n"
+        "            add_header X-Deliver-Upstream $upstream_addr always;\n"
+        "            proxy_pass http://production_app;\n"
+    )
+    return _nginx(prefix=prefix, pid_file=pid_file, port=port,
+                  upstreams=f"    include {upstream_file};\n", proxy=proxy)  # fmt: skip
 
 
 def nginx_balancer_config(*, port: int, prefix: Path, host_ports: list[int], pid_file: Path) -> str:
     """A load balancer over the fleet hosts' own nginx: round robin, and a request that finds a
     host down tries the next one."""
-    servers = "".join(f"    server {LOOPBACK}:{p} max_fails=0;\n" for p in host_ports)
-    return f"""\
-worker_processes 1;
-pid {pid_file};
-error_log {prefix}/error.log warn;
-
-events {{
-    worker_connections 512;
-}}
-
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/scratch/client_body;
-    proxy_temp_path {prefix}/scratch/proxy;
-    fastcgi_temp_path {prefix}/scratch/fastcgi;
-    uwsgi_temp_path {prefix}/scratch/uwsgi;
-    scgi_temp_path {prefix}/scratch/scgi;
-
-    upstream fleet_hosts {{
-{servers}        keepalive 16;
-    }}
-
-    server {{
-        listen {LOOPBACK}:{port};
-
-        location = /__front/health {{
-            access_log off;
-            default_type text/plain;
-            return 200 "ok\\n";
-        }}
-
-        location / {{
-            proxy_pass http://fleet_hosts;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_connect_timeout 2s;
-            proxy_next_upstream error timeout http_502 http_503;
-        }}
-    }}
-}}
-"""
+    servers = "".join(f"        server {LOOPBACK}:{p} max_fails=0;\n" for p in host_ports)
+    upstreams = f"    upstream fleet_hosts {{\n{servers}        keepalive 16;\n    }}\n"
+    return _nginx(prefix=prefix, pid_file=pid_file, port=port, upstreams=upstreams,
+                  proxy="            proxy_pass http://fleet_hosts;\n")  # fmt: skip
 
 
 def known_hosts_line(*, port: int, public_key: str) -> str:
