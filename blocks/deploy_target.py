@@ -7,6 +7,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from deliver.planning.release import ENVIRONMENT_NAME
 from deliver.spec import SmokeCheck
 
 SlotPorts = dict[Literal["blue", "green"], int]
@@ -44,7 +45,7 @@ class DeployTarget(Block):
     model_config = ConfigDict(hide_input_in_errors=True)  # errors never show the key
 
     environment: str = Field(
-        pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        pattern=ENVIRONMENT_NAME.pattern,
         description="The environment's name; releases to production wait for an approval.",
     )
     host: str | None = Field(

@@ -35,6 +35,7 @@ from deliver.planning.events import Outcome
 from deliver.planning.notices import Notice, NoticeKind, checked_block_reference
 from deliver.planning.release import (
     APPROVED_ENVIRONMENT,
+    ENVIRONMENT_NAME,
     HostState,
     Release,
     RunningSlot,
@@ -86,8 +87,9 @@ class ReleaseParameters(BaseModel):
 
     image: str = Field(description="The image by digest: repository@sha256:<64 hex>.")
     environment: str = Field(
+        pattern=ENVIRONMENT_NAME.pattern,
         description="Where to release: staging, production (which waits for an approval), or "
-        "any environment with a DeployTarget."
+        "any environment with a DeployTarget.",
     )
     version: str = Field(description="Version label, like 1.4.2 or a short sha.")
     git_sha: str = Field(description="The commit the image was built from.")
@@ -119,10 +121,10 @@ class ReleaseParameters(BaseModel):
     def _version(cls, value: str) -> str:
         return _token("version", value)
 
-    @field_validator("environment")
+    @field_validator("environment", mode="before")
     @classmethod
-    def _environment(cls, value: str) -> str:
-        return _environment_name(value)
+    def _environment(cls, value: Any) -> Any:
+        return _environment_name(value) if isinstance(value, str) else value
 
     @field_validator("notify_block")
     @classmethod
@@ -551,7 +553,7 @@ class RollbackParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    environment: str = Field(description="Where to roll back.")
+    environment: str = Field(pattern=ENVIRONMENT_NAME.pattern, description="Where to roll back.")
     to_version: str | None = Field(
         default=None, description="A kept version; default: the newest kept one not live."
     )
@@ -566,10 +568,10 @@ class RollbackParameters(BaseModel):
     def _notify_block(cls, value: str | None) -> str | None:
         return checked_block_reference(value)
 
-    @field_validator("environment")
+    @field_validator("environment", mode="before")
     @classmethod
-    def _environment(cls, value: str) -> str:
-        return _environment_name(value)
+    def _environment(cls, value: Any) -> Any:
+        return _environment_name(value) if isinstance(value, str) else value
 
     @field_validator("to_version")
     @classmethod

@@ -66,7 +66,8 @@ def test_deliver_deploy_applies_every_declared_deployment(deployed):
 
 
 def test_a_run_with_a_malformed_parameter_is_refused_before_it_starts(deployed):
-    """An environment outside the enum: refused by the schema, and no run is created."""
+    """An environment name that is not one (shell syntax): refused by the schema, and no run
+    is created."""
     deployment_id = deployed["release-production"]["deployment_id"]
 
     async def runs() -> int:
@@ -75,7 +76,7 @@ def test_a_run_with_a_malformed_parameter_is_refused_before_it_starts(deployed):
                 id=DeploymentFilterId(any_=[deployment_id]))))  # fmt: skip
 
     before = asyncio.run(runs())
-    bad = {"parameters": {"image": "x@sha256:" + "a" * 64, "environment": "qa", "version": "1",
+    bad = {"parameters": {"image": "x@sha256:" + "a" * 64, "environment": "qa;id", "version": "1",
                           "git_sha": "abcdef1", "requested_by": "tester"}}  # fmt: skip
     with pytest.raises(Exception, match=r"(?i)validation|schema|environment"):
         run_deployment(deployment_id, parameters=bad, timeout=0)

@@ -101,7 +101,7 @@ def target_slot(state: HostState, serving: Slot | None = None) -> Slot:
     return serving.idle if serving is not None else Slot.BLUE
 
 
-ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 APPROVED_ENVIRONMENT = "production"  # its releases wait for a human approval
 
 
