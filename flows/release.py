@@ -77,7 +77,7 @@ from flows.release_steps import (
 )
 
 # A paused (not suspended) release checks for its resume this often.
-POLL_S = 0.5
+POLL_S = 0.25
 
 
 class ReleaseParameters(BaseModel):

@@ -44,7 +44,7 @@ def reset_fleet(docker_engine: Any, sandbox_config: Any) -> None:
 def fleet_images(docker_engine, registry, base_image, sandbox_config, prefect_api):
     reset_fleet(docker_engine, sandbox_config)
     fleet = cast(DeployTarget, DeployTarget.load(FLEET))
-    DeployTarget(**{**fleet.model_dump(), "health_timeout_s": 4.0}).save(QUICK, overwrite=True)
+    DeployTarget(**{**fleet.model_dump(), "health_timeout_s": 2.0}).save(QUICK, overwrite=True)
     found = {name: push_sample(docker_engine, registry, base_image, REPOSITORY, name,
                                {"VERSION": version})
              for name, version in VERSIONS.items()}  # fmt: skip

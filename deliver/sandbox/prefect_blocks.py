@@ -49,7 +49,7 @@ def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, An
         "smoke_checks": smoke,
         "registry_block": REGISTRY_BLOCK,
         "state_dir": str(state_dir),
-        "drain_s": 1.0,
+        "drain_s": 0.5,
     }
     if environment is Environment.PRODUCTION:
         nginx = NginxFront()
