@@ -276,15 +276,20 @@ def _pipeline(
         dockerfile=spec.image.dockerfile,
         build_args=build_args,
     )
+    # The lookup reads the registry only, so it runs while the checks do.
+    first_lookup = find_image.submit(parameters.registry_block, spec.image.name, source_tag)
     environment = prepare_app_environment(app_dir, spec.environment, cache)
     placeholders = {
         "advisory_url": parameters.advisory_url,
         "requirements": str(environment.runtime_requirements),
     }
-    checks, checks_published = run_checks(spec, app_dir, environment, placeholders, cache)
+    try:
+        checks, checks_published = run_checks(spec, app_dir, environment, placeholders, cache)
+    finally:
+        first_lookup.wait()
 
     tags = image_tags(checkout.resolved, source_tag)
-    lookup = find_image(parameters.registry_block, spec.image.name, source_tag)
+    lookup = first_lookup.result()
     if lookup.existing is None:
         # Two runs of one source tree at once would both build and push it, and the second
         # push would move the first's tags. The second waits, then finds the first's image.

@@ -18,6 +18,7 @@ from prefect.deployments import run_deployment
 
 from deployments import declared
 from tests.conftest import PROJECT_DIR
+from tests.triggers import delete_triggered
 
 
 def deliver(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,18 +36,7 @@ def deployed(prefect_api, sandbox_state) -> Iterator[dict[str, Any]]:
     assert done.returncode == 0, done.stderr[-3000:]
     found = {d["name"]: d for d in json.loads(done.stdout)}
     yield found
-
-    async def delete_triggered() -> None:
-        async with get_client() as client:
-            for spec in declared():
-                if spec.get("triggers"):
-                    deployment_id = found[spec["name"]]["deployment_id"]
-                    await client.delete_resource_owned_automations(
-                        f"prefect.deployment.{deployment_id}"
-                    )
-                    await client.delete_deployment(deployment_id)
-
-    asyncio.run(delete_triggered())
+    delete_triggered({name: d["deployment_id"] for name, d in found.items()})
 
 
 async def _deployment(deployment_id: str) -> Any:

@@ -9,6 +9,7 @@ import collections
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from deployments import deploy_all
+from tests.triggers import delete_triggered
 
 RUNS = 50
 PIPELINES = 20
@@ -65,9 +67,19 @@ def test_fifty_deployment_runs_at_once_none_crash(prefect_api, sandbox_state):
     assert collections.Counter(r.state_name for r in runs) == {"Completed": RUNS}
 
 
+@pytest.fixture
+def ci_and_release_deployments(prefect_api) -> Iterator[dict[str, UUID]]:
+    """`ci` and both release deployments, their CI-to-release triggers deleted afterwards."""
+    names = ["ci", "release-staging", "release-production"]
+    deployed = {d.name: UUID(d.deployment_id) for d in deploy_all(only=names)}
+    yield deployed
+    delete_triggered(deployed)
+
+
 def test_twenty_pipelines_and_releases_to_three_environments_at_once(
-    prefect_api, sandbox_state, sandbox_config, registry, base_image, docker_engine, tmp_path
-):
+    ci_and_release_deployments, sandbox_state, sandbox_config, registry, base_image,
+    docker_engine, tmp_path,
+):  # fmt: skip
     """20 `ci` runs and 3 releases to each of staging, qa and production, all created at once
     on the workers: every one completes, none is lost or made twice, each environment's
     releases run one at a time, and the server never answers "database is locked"."""
@@ -96,8 +108,7 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
                         {"VERSION": "5.0.0"})  # fmt: skip
     staged = release_now(image, "staging", "5.0.0")  # production takes only what staging serves
     assert staged, "the first staging release failed"
-    names = ["ci", "release-staging", "release-production"]
-    deployed = {d.name: UUID(d.deployment_id) for d in deploy_all(only=names)}
+    deployed = ci_and_release_deployments
     ci_parameters = {"repo": str(repo), "ref": "scale", "spec_path": "deliver.yaml",
                      "advisory_url": sandbox_config.advisory_url,
                      "build_args": {"BASE_IMAGE": base_image},
