@@ -174,6 +174,15 @@ def baseline_script(repo: Path, work: Path, cache: Path) -> str:
     }
     checks = [shlex.join(expand_command(c.run, placeholders)) for c in spec.checks]
     short = git(repo, "rev-parse", "--short=7", "HEAD")
+    # The flow's image carries these OCI labels; the script's carries the same, the CLI's way.
+    labels = {
+        "org.opencontainers.image.revision": git(repo, "rev-parse", "HEAD"),
+        "org.opencontainers.image.source": str(repo),
+        "org.opencontainers.image.created": git(repo, "show", "-s", "--format=%cI", "HEAD"),
+        "org.opencontainers.image.version": short,
+        "dev.deliver.source-tree": "src-baseline",
+    }
+    label_flags = " ".join(f"--label {shlex.quote(f'{k}={v}')}" for k, v in labels.items())
     ref = f"{registry}/{IMAGE}"
     port = spec.container.port
     health = (
@@ -193,7 +202,8 @@ def baseline_script(repo: Path, work: Path, cache: Path) -> str:
             f"export PATH={env_dir}/bin:$PATH VIRTUAL_ENV={env_dir} PYTHONDONTWRITEBYTECODE=1",
             f"export MYPY_CACHE_DIR={cache}/mypy-baseline RUFF_CACHE_DIR={cache}/ruff",
             *checks,
-            f"docker build -q --build-arg BASE_IMAGE={base_image()} -t {ref}:{short} . >/dev/null",
+            f"docker build -q --build-arg BASE_IMAGE={base_image()} {label_flags} "
+            f"-t {ref}:{short} . >/dev/null",
             f"cid=$(docker run -d -p 127.0.0.1::{port} {ref}:{short})",
             f"hostport=$(docker port $cid {port} | head -1 | cut -d: -f2)",
             f"python3 -c {shlex.quote(health)} http://127.0.0.1:$hostport",

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import re
+import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -19,6 +22,7 @@ from prefect.context import TaskRunContext
 
 from deliver import redaction
 from deliver.errors import BuildFailed, ContainerUnhealthy
+from deliver.planning.dockerfile import LABELS_DOCKERFILE, ignore_with, with_labels
 from deliver.spec import ContainerSpec
 from deliver.tasks.http import wait_for_health
 from deliver.tasks.progress import Progress, progress_key
@@ -44,20 +48,48 @@ class ContainerTest:
     elapsed_s: float
 
 
-def context_digest(context_dir: Path, dockerfile: str) -> str:
-    """sha256 over what a build sends (files outside .dockerignore, with modes), less .git."""
+def _context_files(context_dir: Path, dockerfile: str) -> list[str]:
+    """What a build sends, relative to the context: everything its .dockerignore leaves in."""
     ignore = context_dir / ".dockerignore"
     patterns = []
     if ignore.is_file():
         lines = (line.strip() for line in ignore.read_text().splitlines())
         patterns = [line for line in lines if line and not line.startswith("#")]
+    return sorted(exclude_paths(str(context_dir), patterns, dockerfile=dockerfile))
+
+
+def context_digest(context_dir: Path, dockerfile: str) -> str:
+    """sha256 over what a build sends (files outside .dockerignore, with modes), less .git."""
     digest = hashlib.sha256()
-    for relative in sorted(exclude_paths(str(context_dir), patterns, dockerfile=dockerfile)):
+    for relative in _context_files(context_dir, dockerfile):
         path = context_dir / relative
         if path.is_file() and relative.split("/", 1)[0] != ".git":
             executable = b"x" if path.stat().st_mode & 0o111 else b"-"
             digest.update(relative.encode() + b"\0" + executable + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _add_text(tar: tarfile.TarFile, name: str, text: str) -> None:
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def labelled_context(context_dir: Path, dockerfile: str, labelled: str) -> IO[bytes]:
+    """The build context as a tar, plus `labelled` as the Dockerfile to build with; the daemon
+    drops that file and the made-up .dockerignore from the context, so no COPY takes them."""
+    ignore = context_dir / ".dockerignore"
+    original = ignore.read_text() if ignore.is_file() else None
+    context: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - the build reads it, then closes
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for relative in _context_files(context_dir, dockerfile):
+            if relative not in (".dockerignore", LABELS_DOCKERFILE):
+                tar.add(context_dir / relative, arcname=relative, recursive=False)
+        _add_text(tar, ".dockerignore", ignore_with(original, LABELS_DOCKERFILE))
+        _add_text(tar, LABELS_DOCKERFILE, labelled)
+    context.seek(0)
+    return context
 
 
 @contextlib.contextmanager
@@ -85,13 +117,18 @@ def build_image(
     started = time.monotonic()
     lines: list[str] = []
     image_id = None
-    with docker_client() as client:
+    labelled = with_labels((context_dir / dockerfile).read_text(), labels)
+    with docker_client() as client, contextlib.ExitStack() as cleanup:
+        # Where one LABEL line cannot be written, the builder's own labels: a step each.
+        source: dict[str, Any] = {"path": str(context_dir), "dockerfile": dockerfile,
+                                  "labels": dict(labels)}  # fmt: skip
+        if labelled is not None:
+            context = cleanup.enter_context(labelled_context(context_dir, dockerfile, labelled))
+            source = {"fileobj": context, "custom_context": True, "dockerfile": LABELS_DOCKERFILE}
         stream = client.api.build(
-            path=str(context_dir),
-            dockerfile=dockerfile,
+            **source,
             tag=f"{repository}:{tags[0]}",
             buildargs=dict(build_args),
-            labels=dict(labels),
             rm=True,
             forcerm=True,
             decode=True,
