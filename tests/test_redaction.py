@@ -91,3 +91,16 @@ def test_short_values_do_not_mask_ordinary_words():
     r = Redactor()
     r.add(["abc"])
     assert r.redact("abc abcdef") == "abc abcdef"
+
+
+def test_build_output_comes_out_as_whole_masked_lines(redactor, monkeypatch):
+    """However the build stream is cut, its lines are logged whole, and masked."""
+    import deliver.redaction as redaction
+    from deliver.tasks.docker_image import WholeLines
+
+    monkeypatch.setattr(redaction, "SECRETS", redactor)
+    stream = f"Step 1/3 : FROM x\n\nusing {canaries.TOKEN} now\nSuccessfully built abc"
+    for offset in range(len(stream) + 1):
+        lines = WholeLines()
+        out = lines.feed(stream[:offset]) + lines.feed(stream[offset:]) + lines.finish()
+        assert out == ["Step 1/3 : FROM x", f"using {MASK} now", "Successfully built abc"], offset

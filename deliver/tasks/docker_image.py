@@ -92,6 +92,22 @@ def labelled_context(context_dir: Path, dockerfile: str, labelled: str) -> IO[by
     return context
 
 
+class WholeLines:
+    """The build stream, redacted, as whole non-blank lines: the redactor holds back the end of
+    each chunk, so what it gives back may stop mid-line."""
+
+    def __init__(self) -> None:
+        self._redacted, self._partial = redaction.SECRETS.stream(), ""
+
+    def feed(self, chunk: str) -> list[str]:
+        *whole, self._partial = (self._partial + self._redacted.feed(chunk)).split("\n")
+        return [line for line in whole if line.strip()]
+
+    def finish(self) -> list[str]:
+        rest, self._partial = self._partial + self._redacted.finish(), ""
+        return [line for line in rest.splitlines() if line.strip()]
+
+
 @contextlib.contextmanager
 def docker_client() -> Iterator[docker.DockerClient]:
     client = docker.from_env(timeout=300)
@@ -133,20 +149,23 @@ def build_image(
             forcerm=True,
             decode=True,
         )
-        output = redaction.SECRETS.stream()
+        output = WholeLines()
         progress = Progress(progress_key("build", repository.rsplit("/", 1)[-1]),
                             f"Build of {repository}:{tags[0]}")  # fmt: skip
+
+        def show(line: str) -> None:
+            lines.append(line)
+            logger.info("build | %s", line)
+            step = BUILD_STEP.match(line)
+            if step:
+                progress.update(100 * (int(step[1]) - 1) / int(step[2]))
+
         for chunk in stream:
             if "stream" in chunk:
-                for line in output.feed(str(chunk["stream"])).splitlines():
-                    if line.strip():
-                        lines.append(line)
-                        logger.info("build | %s", line)
-                        step = BUILD_STEP.match(line)
-                        if step:
-                            progress.update(100 * (int(step[1]) - 1) / int(step[2]))
+                for line in output.feed(str(chunk["stream"])):
+                    show(line)
             if "error" in chunk:
-                lines.extend(output.finish().splitlines())
+                lines.extend(output.finish())
                 step_output = "\n".join(lines[-15:])
                 error = redaction.redact(str(chunk["error"]).strip())
                 detail = f"{error}\nOutput of the failing step:\n{step_output}"
@@ -154,6 +173,8 @@ def build_image(
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "ID" in aux:
                 image_id = str(aux["ID"])
+        for line in output.finish():
+            show(line)
         if image_id is None:
             image_id = str(client.images.get(f"{repository}:{tags[0]}").id)
         for tag in tags[1:]:
