@@ -99,6 +99,17 @@ class _Registry:
                 f"Registry {self.base} refused tag {name}:{tag} ({put.status_code})"
             )
 
+    def point(self, name: str, tags: Iterable[str], manifest: httpx.Response) -> list[str]:
+        """Point each of `tags` at `manifest` where it does not already; the tags it moved."""
+        digest = manifest.headers.get("Docker-Content-Digest")
+        moved = []
+        for tag in tags:
+            current = self.manifest(name, tag)
+            if current is None or current.headers.get("Docker-Content-Digest") != digest:
+                self.put_manifest(name, tag, manifest)
+                moved.append(tag)
+        return moved
+
     def image(self, name: str, response: httpx.Response) -> RegistryImage:
         manifest = response.json()
         return RegistryImage(
@@ -200,10 +211,8 @@ def push_image(block_name: str, name: str, tags: list[str]) -> RegistryImage:
                 detail="the registry does not hold the pushed digest under its tag",
                 transient=True,
             )
-        for tag in tags[1:]:
-            registry.put_manifest(name, tag, confirmed)
-        if tags[1:]:
-            logger.info("Tagged %s as %s", outcome.digest, ", ".join(tags[1:]))
+        if moved := registry.point(name, tags[1:], confirmed):
+            logger.info("Tagged %s as %s", outcome.digest, ", ".join(moved))
         return registry.image(name, confirmed)
 
 
@@ -214,10 +223,4 @@ def tag_image(block_name: str, name: str, digest: str, tags: list[str]) -> list[
         manifest = registry.manifest(name, digest)
         if manifest is None:
             raise RegistryError(f"Registry {registry.base} no longer holds {name}@{digest}")
-        added = []
-        for tag in tags:
-            current = registry.manifest(name, tag)
-            if current is None or current.headers.get("Docker-Content-Digest") != digest:
-                registry.put_manifest(name, tag, manifest)
-                added.append(tag)
-        return added
+        return registry.point(name, tags, manifest)
