@@ -268,11 +268,7 @@ def main() -> None:
                 "cold_over_critical_path": round(cold / critical, 3),
                 "cold_over_sequential_baseline": round(cold / baseline, 3),
                 "cold_over_warm": round(cold / warm, 1),
-                "targets": {
-                    "cold_over_critical_path": "<= 1.10",
-                    "cold_over_sequential_baseline": "<= 0.70",
-                    "cold_over_warm": ">= 10",
-                },
+                "targets": TARGETS,
                 "rounds": {k: [round(v, 2) for v in vs] for k, vs in rounds.items()},
                 "last_round_task_s": tasks,
             },
