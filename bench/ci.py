@@ -54,7 +54,7 @@ GRAPH: dict[str, list[str]] = {
     "push-": ["test_container", "scan_image"],
     "tag-": ["test_container", "scan_image"],
     "publish_result": ["push-", "tag-", "publish_checks"],
-}  # fmt: skip
+}
 CONFIG = sandbox.config_from_env()
 TARGETS = {
     "cold_over_critical_path": "<= 1.10",
@@ -105,9 +105,13 @@ def run_flow(repo: Path, cache: Path) -> tuple[float, Any]:
     from flows.ci import CiParameters, CiResult, ci_pipeline
 
     parameters = CiParameters(
-        repo=str(repo), ref=BRANCH, spec_path="deliver.yaml", advisory_url=CONFIG.advisory_url,
-        build_args={"BASE_IMAGE": base_image()}, cache_dir=str(cache),
-    )  # fmt: skip
+        repo=str(repo),
+        ref=BRANCH,
+        spec_path="deliver.yaml",
+        advisory_url=CONFIG.advisory_url,
+        build_args={"BASE_IMAGE": base_image()},
+        cache_dir=str(cache),
+    )
     time.sleep(SETTLE_S)
     started = time.perf_counter()
     call = cast(Coroutine[Any, Any, State[CiResult]], ci_pipeline(parameters, return_state=True))
@@ -140,9 +144,10 @@ def task_durations(state: Any) -> dict[str, float]:
 def _step_duration(step: str, durations: dict[str, float]) -> float:
     prefix, _, occurrence = step.partition("#")
     matching = [
-        d for n, d in durations.items()
+        d
+        for n, d in durations.items()
         if n.startswith(prefix) and n.partition("#")[2] == ("" if occurrence == "1" else occurrence)
-    ]  # fmt: skip
+    ]
     return max(matching, default=0.0)
 
 

@@ -92,8 +92,19 @@ def timeline(flow_run_id: Any, since: float) -> dict[str, float]:
 
 def load_in_subprocess(url: str, args: argparse.Namespace) -> subprocess.Popen[str]:
     """The load runs in its own process, so it doesn't share an interpreter lock with the flow."""
-    argv = [sys.executable, "-m", "bench.release", "--load-only", url, "--seconds",
-            str(args.seconds), "--clients", str(args.clients), "--rps", str(args.rps)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.release",
+        "--load-only",
+        url,
+        "--seconds",
+        str(args.seconds),
+        "--clients",
+        str(args.clients),
+        "--rps",
+        str(args.rps),
+    ]
     return subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
 
 
@@ -118,16 +129,22 @@ def main() -> None:
     from flows.release import ReleaseParameters, release
 
     config = sandbox.config_from_env()
-    _, ci = run_ci(CiParameters(
-        repo=str(PROJECT_DIR), ref=current_ref(str(PROJECT_DIR)),
-        spec_path="examples/stock-api/deliver.yaml", advisory_url=implied["advisory_url"],
-        build_args={"BASE_IMAGE": implied["base_image"]}, cache_dir=implied["cache_dir"],
-    ))  # fmt: skip
+    _, ci = run_ci(
+        CiParameters(
+            repo=str(PROJECT_DIR),
+            ref=current_ref(str(PROJECT_DIR)),
+            spec_path="examples/stock-api/deliver.yaml",
+            advisory_url=implied["advisory_url"],
+            build_args={"BASE_IMAGE": implied["base_image"]},
+            cache_dir=implied["cache_dir"],
+        )
+    )
     common = {"image": ci.image, "git_sha": ci.sha, "requested_by": "bench"}
 
     started = time.perf_counter()
-    staged = release(ReleaseParameters(environment="staging", version="bench-0", **common),
-                     return_state=True)  # fmt: skip
+    staged = release(
+        ReleaseParameters(environment="staging", version="bench-0", **common), return_state=True
+    )
     staging_deploy_s = time.perf_counter() - started
     if not staged.is_completed():
         raise SystemExit(f"staging release failed: {staged.message}")
@@ -148,8 +165,13 @@ def main() -> None:
         while approved is None:
             for waiting in waiting_releases():
                 if waiting.version == version:
-                    decide(waiting.run_id, decision="approve", approver="demo-approver",
-                           reason="bench", code="")  # fmt: skip
+                    decide(
+                        waiting.run_id,
+                        decision="approve",
+                        approver="demo-approver",
+                        reason="bench",
+                        code="",
+                    )
                     approved = time.time()
             time.sleep(0.1)
         runner.join()
@@ -169,21 +191,26 @@ def main() -> None:
     under_load = resume_to_switch(state, approved)
     counts = json.loads(loader.communicate()[0])
     measured = [s for s in [*quiet, under_load] if s is not None]
-    print(json.dumps({
-        "requests_total": counts["total"],
-        "requests_failed": counts["failed"],
-        "errors": counts["errors"],
-        "resent_on_closed_connection": counts["resent_on_closed_connection"],
-        "clients": args.clients,
-        "target_rps": args.rps,
-        "seconds": args.seconds,
-        "resume_to_switch_s": statistics.median(measured) if measured else None,
-        "resume_to_switch_each_s": quiet,
-        "resume_to_switch_under_load_s": under_load,
-        "after_approval_under_load_s": timeline(state.state_details.flow_run_id, approved),
-        "staging_deploy_s": round(staging_deploy_s, 2),
-        "targets": {"requests_failed": "0 of >= 6000", "resume_to_switch_s": "< 1.5"},
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "requests_total": counts["total"],
+                "requests_failed": counts["failed"],
+                "errors": counts["errors"],
+                "resent_on_closed_connection": counts["resent_on_closed_connection"],
+                "clients": args.clients,
+                "target_rps": args.rps,
+                "seconds": args.seconds,
+                "resume_to_switch_s": statistics.median(measured) if measured else None,
+                "resume_to_switch_each_s": quiet,
+                "resume_to_switch_under_load_s": under_load,
+                "after_approval_under_load_s": timeline(state.state_details.flow_run_id, approved),
+                "staging_deploy_s": round(staging_deploy_s, 2),
+                "targets": {"requests_failed": "0 of >= 6000", "resume_to_switch_s": "< 1.5"},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

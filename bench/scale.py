@@ -51,8 +51,9 @@ def server(config: sandbox.SandboxConfig) -> Iterator[None]:
     from deliver.sandbox.prefect_server import ensure_prefect_auth
 
     auth = ensure_prefect_auth(config)
-    with temporary_settings(updates={PREFECT_API_URL: config.prefect_api_url,
-                                     PREFECT_API_AUTH_STRING: auth}):  # fmt: skip
+    with temporary_settings(
+        updates={PREFECT_API_URL: config.prefect_api_url, PREFECT_API_AUTH_STRING: auth}
+    ):
         yield
 
 
@@ -74,10 +75,13 @@ def burst(
             # One request first: concurrent first requests would invalidate each other's CSRF
             # token (403).
             first = await client.create_flow_run_from_deployment(deployment, parameters=each[0])
-            made = await asyncio.gather(*[
-                client.create_flow_run_from_deployment(deployment, parameters=p)
-                for p in each[1:count]
-            ], return_exceptions=True)  # fmt: skip
+            made = await asyncio.gather(
+                *[
+                    client.create_flow_run_from_deployment(deployment, parameters=p)
+                    for p in each[1:count]
+                ],
+                return_exceptions=True,
+            )
             ids = [first.id, *(r.id for r in made if not isinstance(r, BaseException))]
             return ids, sum(1 for r in made if isinstance(r, BaseException))
 
@@ -98,9 +102,12 @@ def burst(
     wall = time.perf_counter() - started
     states = collections.Counter(r.state_name for r in runs)
     return {
-        "runs": count, "creation_refused": refused, "states": dict(states),
-        "wall_s": round(wall, 2), "runs_per_hour": round(states.get("Completed", 0) / wall * 3600),
-    }  # fmt: skip
+        "runs": count,
+        "creation_refused": refused,
+        "states": dict(states),
+        "wall_s": round(wall, 2),
+        "runs_per_hour": round(states.get("Completed", 0) / wall * 3600),
+    }
 
 
 def task_overhead_s(tasks: int) -> float:
@@ -144,11 +151,19 @@ def pipeline_parameters(root: Path, count: int) -> list[dict[str, Any]]:
     repo = make_repo(root)
     shas = [fresh_commit(repo) for _ in range(count)]
     config = sandbox.config_from_env()
-    return [{"parameters": {
-        "repo": str(repo), "ref": sha, "spec_path": "deliver.yaml",
-        "advisory_url": config.advisory_url, "build_args": {"BASE_IMAGE": base_image()},
-        "cache_dir": str(root / "ci-cache"),
-    }} for sha in shas]  # fmt: skip
+    return [
+        {
+            "parameters": {
+                "repo": str(repo),
+                "ref": sha,
+                "spec_path": "deliver.yaml",
+                "advisory_url": config.advisory_url,
+                "build_args": {"BASE_IMAGE": base_image()},
+                "cache_dir": str(root / "ci-cache"),
+            }
+        }
+        for sha in shas
+    ]
 
 
 def copy_registry_block(registry: Any) -> None:
@@ -169,14 +184,17 @@ def side(
             runs = pipeline_parameters(Path(root), pipelines)
             ci_step = burst(ci.deployment_id, pipelines, parameters=runs) if pipelines else None
         overhead = task_overhead_s(tasks)
-    broken = [s["runs"] for s in steps
-              if s["creation_refused"] or set(s["states"]) != {"Completed"}]  # fmt: skip
+    broken = [
+        s["runs"] for s in steps if s["creation_refused"] or set(s["states"]) != {"Completed"}
+    ]
     failing = broken[0] if broken else None
     return {
-        "steps": steps, "per_task_overhead_s": round(overhead, 4), "fails_from_runs": failing,
+        "steps": steps,
+        "per_task_overhead_s": round(overhead, 4),
+        "fails_from_runs": failing,
         "ci_pipelines": ci_step,
         "ci_pipelines_per_hour": ci_step["runs_per_hour"] if ci_step else None,
-    }  # fmt: skip
+    }
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -197,11 +215,17 @@ def main() -> None:
     main_config = sandbox.config_from_env()
     registry = sandbox_registry_block(main_config)
     sqlite_config = dataclasses.replace(
-        main_config, state_dir=main_config.state_dir.parent / ".sandbox-bench-sqlite",
-        prefect_port=SQLITE_PORT, work_pool="bench-sqlite",
-    )  # fmt: skip
-    sandbox.up(sqlite_config, only=["prefect-server", "prefect-worker"], database="sqlite",
-               say=lambda _m: None)  # fmt: skip
+        main_config,
+        state_dir=main_config.state_dir.parent / ".sandbox-bench-sqlite",
+        prefect_port=SQLITE_PORT,
+        work_pool="bench-sqlite",
+    )
+    sandbox.up(
+        sqlite_config,
+        only=["prefect-server", "prefect-worker"],
+        database="sqlite",
+        say=lambda _m: None,
+    )
     try:
         sqlite = side(sqlite_config, ramp, args.tasks, args.pipelines, registry)
     finally:
@@ -213,14 +237,20 @@ def main() -> None:
 
     rates = ratio(best_rate(postgres), best_rate(sqlite))
     pipelines = ratio(postgres["ci_pipelines_per_hour"], sqlite["ci_pipelines_per_hour"])
-    print(json.dumps({
-        "sqlite_one_worker": sqlite,
-        "postgres_two_workers": postgres,
-        "runs_per_hour_postgres_over_sqlite": rates,
-        "ci_pipelines_per_hour_postgres_over_sqlite": pipelines,
-        "task_overhead_postgres_over_sqlite": ratio(
-            postgres["per_task_overhead_s"], sqlite["per_task_overhead_s"]),
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "sqlite_one_worker": sqlite,
+                "postgres_two_workers": postgres,
+                "runs_per_hour_postgres_over_sqlite": rates,
+                "ci_pipelines_per_hour_postgres_over_sqlite": pipelines,
+                "task_overhead_postgres_over_sqlite": ratio(
+                    postgres["per_task_overhead_s"], sqlite["per_task_overhead_s"]
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,15 @@ def main() -> None:
 
     deploy_all(only=["ci"])
     secret = uuid.uuid4().hex.encode()
-    settings = WebhookSettings(secret=secret, ci_defaults={
-        "spec_path": "deliver.yaml", "advisory_url": implied["advisory_url"],
-        "cache_dir": implied["cache_dir"], "build_args": {"BASE_IMAGE": implied["base_image"]},
-    })  # fmt: skip
+    settings = WebhookSettings(
+        secret=secret,
+        ci_defaults={
+            "spec_path": "deliver.yaml",
+            "advisory_url": implied["advisory_url"],
+            "cache_dir": implied["cache_dir"],
+            "build_args": {"BASE_IMAGE": implied["base_image"]},
+        },
+    )
     server = serve(settings, port=0)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
@@ -57,11 +62,19 @@ def main() -> None:
     statuses: list[int] = []
     try:
         for _ in range(args.deliveries):
-            body = json.dumps({"ref": "refs/heads/main", "after": git(repo, "rev-parse", "HEAD"),
-                               "repository": {"clone_url": str(repo)}}).encode()  # fmt: skip
+            body = json.dumps(
+                {
+                    "ref": "refs/heads/main",
+                    "after": git(repo, "rev-parse", "HEAD"),
+                    "repository": {"clone_url": str(repo)},
+                }
+            ).encode()
             signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-            headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
-                       "X-Hub-Signature-256": signature}  # fmt: skip
+            headers = {
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": signature,
+            }
             started = time.perf_counter()
             response = httpx.post(url, content=body, headers=headers, timeout=60)
             answers.append(round(time.perf_counter() - started, 3))
@@ -70,14 +83,19 @@ def main() -> None:
     finally:
         server.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps({
-        "deliveries": args.deliveries,
-        "statuses": statuses,
-        "answer_s": answers,
-        "median_answer_s": statistics.median(answers),
-        "max_answer_s": max(answers),
-        "within_1s": sum(1 for a in answers if a < 1.0),
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "deliveries": args.deliveries,
+                "statuses": statuses,
+                "answer_s": answers,
+                "median_answer_s": statistics.median(answers),
+                "max_answer_s": max(answers),
+                "within_1s": sum(1 for a in answers if a < 1.0),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

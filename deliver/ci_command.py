@@ -34,14 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", default=".", help="git URL or local path (default: .)")
     parser.add_argument("--ref", help="branch, tag or sha (default: the repo's current branch)")
     parser.add_argument("--spec", default="deliver.yaml", help="spec path inside the repo")
-    parser.add_argument("--registry-block", default="sandbox-registry",
-                        help="DockerRegistryCredentials block to push with")  # fmt: skip
+    parser.add_argument(
+        "--registry-block",
+        default="sandbox-registry",
+        help="DockerRegistryCredentials block to push with",
+    )
     parser.add_argument("--advisory-url", help="OSV query endpoint (default: the public OSV)")
-    parser.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra non-secret build arg; repeatable")  # fmt: skip
-    parser.add_argument("--sandbox", action="store_true",
-                        help="use the local sandbox: its Prefect server, advisory mirror and "
-                             "base image")  # fmt: skip
+    parser.add_argument(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra non-secret build arg; repeatable",
+    )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the local sandbox: its Prefect server, advisory mirror and base image",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -46,8 +46,9 @@ def _only(value: str | None) -> list[str] | None:
 
 def _sandbox_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    statuses = sandbox.up(sandbox.config_from_env(), only=_only(args.only), say=_say,
-                          database=args.database)  # fmt: skip
+    statuses = sandbox.up(
+        sandbox.config_from_env(), only=_only(args.only), say=_say, database=args.database
+    )
     _print_statuses(statuses, as_json=args.json)
     _say(f"sandbox up in {time.monotonic() - started:.1f} s")
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_UNHEALTHY
@@ -106,8 +107,10 @@ def _approvals(args: argparse.Namespace) -> int:
     elif not waiting:
         print("No release is waiting for approval.")
     for w in [] if args.json else waiting:
-        print(f"{w.run_id}  {w.environment}  {w.version}  requested by {w.requested_by}  "
-              f"waiting since {w.waiting_since}\n    {w.image}")  # fmt: skip
+        print(
+            f"{w.run_id}  {w.environment}  {w.version}  requested by {w.requested_by}  "
+            f"waiting since {w.waiting_since}\n    {w.image}"
+        )
     return EXIT_OK
 
 
@@ -115,8 +118,13 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     _use_prefect(args)
     from deliver.approvals import decide
 
-    decide(args.run_id, decision=decision, approver=args.approver, reason=args.reason or "",
-           code=args.code or "")  # fmt: skip
+    decide(
+        args.run_id,
+        decision=decision,
+        approver=args.approver,
+        reason=args.reason or "",
+        code=args.code or "",
+    )
     print(f"{decision} sent to {args.run_id}; the run checks it against its approval policy.")
     return EXIT_OK
 
@@ -177,16 +185,20 @@ def _deploy(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     alerts = []
     if notify_block:
-        settings = AlertSettings(notify_block=notify_block,
-                                 approval_within_s=args.approval_alert_after)  # fmt: skip
+        settings = AlertSettings(
+            notify_block=notify_block, approval_within_s=args.approval_alert_after
+        )
         alerts = ensure_alerts(settings)
     if args.json:
         print(json.dumps([dataclasses.asdict(d) for d in done], indent=2))
     for d in [] if args.json else done:
         print(f"{d.flow}/{d.name}  {d.deployment_id}")
     if not args.json:
-        print(f"alerts: {len(alerts)} automations through {notify_block}" if alerts else
-              "alerts: none (no --notify block given)")  # fmt: skip
+        print(
+            f"alerts: {len(alerts)} automations through {notify_block}"
+            if alerts
+            else "alerts: none (no --notify block given)"
+        )
     return EXIT_OK
 
 
@@ -260,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--version", required=True, help="the version label")
     rel.add_argument("--git-sha", required=True, help="the commit the image was built from")
     rel.add_argument("--requested-by", default="operator", help="who asks for it")
-    rel.add_argument("--notify", help="notification block as type/name, e.g. "
-                     "custom-webhook/sandbox-chat")  # fmt: skip
+    rel.add_argument(
+        "--notify", help="notification block as type/name, e.g. custom-webhook/sandbox-chat"
+    )
     rel.add_argument("--target", help="DeployTarget block (default: the environment's name)")
     rel.add_argument("--json", action="store_true", help="print the result as JSON")
     rel.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
@@ -291,10 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = commands.add_parser("deploy", help="create or update prefect.yaml's deployments")
     deploy.add_argument("--json", action="store_true", help="print what was deployed as JSON")
     deploy.add_argument("--nightly-timezone", help="zone of the schedules (default: the file's)")
-    deploy.add_argument("--notify", help="notification block (type/name) for the alerts; "
-                        "with --sandbox: custom-webhook/sandbox-chat")  # fmt: skip
-    deploy.add_argument("--approval-alert-after", type=float, default=3600.0,
-                        help="seconds a release may wait for approval before an alert")  # fmt: skip
+    deploy.add_argument(
+        "--notify",
+        help="notification block (type/name) for the alerts; "
+        "with --sandbox: custom-webhook/sandbox-chat",
+    )
+    deploy.add_argument(
+        "--approval-alert-after",
+        type=float,
+        default=3600.0,
+        help="seconds a release may wait for approval before an alert",
+    )
     deploy.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     deploy.set_defaults(handler=_deploy)
 
@@ -303,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd = webhook_actions.add_parser("serve", help="serve the webhook endpoint")
     serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve_cmd.add_argument("--port", type=int, default=8095, help="port to listen on")
-    serve_cmd.add_argument("--secret-block", default="webhook-secret",
-                           help="Secret block holding the webhook's secret")  # fmt: skip
+    serve_cmd.add_argument(
+        "--secret-block", default="webhook-secret", help="Secret block holding the webhook's secret"
+    )
     serve_cmd.add_argument("--spec-path", default="deliver.yaml", help="the spec in each repo")
     serve_cmd.add_argument("--sandbox", action="store_true", help="use the sandbox's server")
     serve_cmd.set_defaults(handler=_webhook_serve)
@@ -325,9 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     up_cmd = actions.add_parser("up", help="start every component (idempotent)")
     up_cmd.add_argument("--only", help=only_help)
     up_cmd.add_argument("--json", action="store_true", help="print statuses as JSON")
-    up_cmd.add_argument("--database", choices=["postgres", "sqlite"],
-                        help="the Prefect server's database: postgres (the default, with two "
-                        "workers) or sqlite (one worker); remembered")  # fmt: skip
+    up_cmd.add_argument(
+        "--database",
+        choices=["postgres", "sqlite"],
+        help="the Prefect server's database: postgres (the default, with two "
+        "workers) or sqlite (one worker); remembered",
+    )
     up_cmd.set_defaults(handler=_sandbox_up)
 
     down_cmd = actions.add_parser("down", help="stop, by pid, what `up` started")

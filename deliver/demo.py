@@ -38,16 +38,21 @@ def deploy_release(work_pool: str) -> UUID:
 
     source = Flow.from_source(source=str(PROJECT_DIR), entrypoint="flows/release.py:release")
     flow = cast(Flow[..., Any], source)
-    return cast(UUID, flow.deploy(name="sandbox", work_pool_name=work_pool,
-                                  print_next_steps=False, ignore_warnings=True))  # fmt: skip
+    return cast(
+        UUID,
+        flow.deploy(
+            name="sandbox", work_pool_name=work_pool, print_next_steps=False, ignore_warnings=True
+        ),
+    )
 
 
 def start_release(deployment_id: UUID, parameters: dict[str, Any]) -> UUID:
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    run = cast(FlowRun, run_deployment(deployment_id, parameters={"parameters": parameters},
-                                       timeout=0))  # fmt: skip
+    run = cast(
+        FlowRun, run_deployment(deployment_id, parameters={"parameters": parameters}, timeout=0)
+    )
     return run.id
 
 
@@ -87,10 +92,14 @@ def main() -> int:
     ui = config.prefect_api_url.removesuffix("/api")
     step("CI of the sample service (examples/stock-api)")
     parameters = CiParameters(
-        repo=str(PROJECT_DIR), ref=current_ref(str(PROJECT_DIR)), spec_path=SAMPLE_SPEC,
-        advisory_url=implied["advisory_url"], build_args={"BASE_IMAGE": implied["base_image"]},
-        cache_dir=implied["cache_dir"], notify_block=NOTIFY_BLOCK,
-    )  # fmt: skip
+        repo=str(PROJECT_DIR),
+        ref=current_ref(str(PROJECT_DIR)),
+        spec_path=SAMPLE_SPEC,
+        advisory_url=implied["advisory_url"],
+        build_args={"BASE_IMAGE": implied["base_image"]},
+        cache_dir=implied["cache_dir"],
+        notify_block=NOTIFY_BLOCK,
+    )
     chat_from = len(chat_messages(config))
     state, ci = run_ci(parameters)
     if not state.is_completed():
@@ -100,11 +109,17 @@ def main() -> int:
     print(f"  flow run: {ui}/runs/flow-run/{state.state_details.flow_run_id}")
 
     deployment_id = deploy_release(config.work_pool)
-    release = {"image": ci.image, "version": ci.version, "git_sha": ci.sha,
-               "requested_by": "demo", "notify_block": NOTIFY_BLOCK}  # fmt: skip
+    release = {
+        "image": ci.image,
+        "version": ci.version,
+        "git_sha": ci.sha,
+        "requested_by": "demo",
+        "notify_block": NOTIFY_BLOCK,
+    }
     step(f"Staging release of {ci.version} (deployment release/sandbox on the worker)")
-    run = wait_for(start_release(deployment_id, {**release, "environment": "staging"}),
-                   until={"COMPLETED"})  # fmt: skip
+    run = wait_for(
+        start_release(deployment_id, {**release, "environment": "staging"}), until={"COMPLETED"}
+    )
     print(f"  {run.state.name}: {ui}/runs/flow-run/{run.id}")
     if run.state.type.value != "COMPLETED":
         return 1
@@ -116,8 +131,10 @@ def main() -> int:
         print(f"  {run.state.name}: {run.state.message}", file=sys.stderr)
         return 1
     print(f"  waiting: {ui}/runs/flow-run/{run_id} (the Resume button shows the evidence)")
-    command = (f"deliver approve {run_id} --approver {DEMO_APPROVER} "
-               "--reason 'staging checks passed' --sandbox")  # fmt: skip
+    command = (
+        f"deliver approve {run_id} --approver {DEMO_APPROVER} "
+        "--reason 'staging checks passed' --sandbox"
+    )
     print(f"  approve from the command line: .venv/bin/{command}")
     if os.environ.get("APPROVE") != "1":
         show_chat(config, chat_from)
@@ -126,8 +143,13 @@ def main() -> int:
 
     from deliver.approvals import decide
 
-    decide(str(run_id), decision="approve", approver=DEMO_APPROVER,
-           reason="staging checks passed", code="")  # fmt: skip
+    decide(
+        str(run_id),
+        decision="approve",
+        approver=DEMO_APPROVER,
+        reason="staging checks passed",
+        code="",
+    )
     run = wait_for(run_id, until={"COMPLETED"})
     print(f"  {run.state.name}: {ui}/runs/flow-run/{run_id}")
     if run.state.type.value != "COMPLETED":
@@ -137,8 +159,10 @@ def main() -> int:
     for environment in ("staging", "production"):
         state_file = config.state_dir / "hosts" / environment / "release-state.json"
         live = json.loads(state_file.read_text()).get("live") or {}
-        print(f"  {environment:<10} {live.get('version')} in the {live.get('slot')} slot "
-              f"since {live.get('since')}\n             {live.get('image')}")  # fmt: skip
+        print(
+            f"  {environment:<10} {live.get('version')} in the {live.get('slot')} slot "
+            f"since {live.get('since')}\n             {live.get('image')}"
+        )
     show_chat(config, chat_from)
     step("Delivery metrics (`deliver metrics --sandbox`), from the releases' Prefect events")
     from deliver.metrics_command import delivery_metrics

@@ -71,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics.to_json(), indent=2))
         return 0
-    print(f"Delivery metrics for {metrics.environment}, {args.since} to now "
-          f"({metrics.since:%Y-%m-%d %H:%M} UTC onwards):")  # fmt: skip
+    print(
+        f"Delivery metrics for {metrics.environment}, {args.since} to now "
+        f"({metrics.since:%Y-%m-%d %H:%M} UTC onwards):"
+    )
     for row in table_rows(metrics):
         print(f"  {row['metric']:<24} {row['value']:<20} {row['basis']}")
     return 0

@@ -44,11 +44,16 @@ def secret_forms(value: str) -> set[str]:
     candidates.update(line.strip() for line in value.splitlines())
     raw = value.encode()
     candidates.update(_base64_forms(raw))
-    candidates.update({
-        urllib.parse.quote(value, safe=""), urllib.parse.quote(value),
-        urllib.parse.quote_plus(value), json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1], shlex.quote(value),
-    })  # fmt: skip
+    candidates.update(
+        {
+            urllib.parse.quote(value, safe=""),
+            urllib.parse.quote(value),
+            urllib.parse.quote_plus(value),
+            json.dumps(value)[1:-1],
+            json.dumps(value, ensure_ascii=False)[1:-1],
+            shlex.quote(value),
+        }
+    )
     for line in value.splitlines():
         candidates.update({json.dumps(line)[1:-1], urllib.parse.quote(line, safe="")})
     return {form for form in candidates if len(form) >= MIN_FORM_LENGTH}
@@ -136,10 +141,14 @@ _installed_on: set[int] = set()
 def install() -> None:
     """Put the filter on every handler that exists now (Prefect's API and console handlers
     included); idempotent, and cheap enough to call whenever a secret is registered."""
-    loggers = [logging.getLogger(), *(
-        logger for logger in logging.Logger.manager.loggerDict.values()
-        if isinstance(logger, logging.Logger)
-    )]  # fmt: skip
+    loggers = [
+        logging.getLogger(),
+        *(
+            logger
+            for logger in logging.Logger.manager.loggerDict.values()
+            if isinstance(logger, logging.Logger)
+        ),
+    ]
     for logger in loggers:
         for handler in logger.handlers:
             if id(handler) not in _installed_on:

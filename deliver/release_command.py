@@ -32,16 +32,21 @@ def host_summary(environment: str, block: str) -> dict[str, Any]:
     others = [r for r in running if live is None or r.slot is not live.slot]
     return {
         "environment": environment,
-        "live": None if live is None else {
-            "version": live.version, "image": live.image, "slot": live.slot.value,
-            "since": live.since, "git_sha": live.git_sha,
+        "live": None
+        if live is None
+        else {
+            "version": live.version,
+            "image": live.image,
+            "slot": live.slot.value,
+            "since": live.since,
+            "git_sha": live.git_sha,
         },
         "kept": [{"version": versions.get(image, "?"), "image": image} for image in state.kept],
         "last": recorded.history[-1] if recorded.history else None,
         "reconciled": actual is not None,
         "recorded_live": None if recorded.live is None else recorded.live.version,
         "idle_slot_running": [{"slot": r.slot.value, "version": r.version} for r in others],
-    }  # fmt: skip
+    }
 
 
 def _hosts(block: str) -> list[str]:
@@ -63,11 +68,15 @@ def status(args: argparse.Namespace) -> int:
         if live is None:
             print(f"{summary['environment']}: nothing live")
         else:
-            print(f"{summary['environment']}: {live['version']} in the {live['slot']} slot "
-                  f"since {live['since']}\n  {live['image']}")  # fmt: skip
+            print(
+                f"{summary['environment']}: {live['version']} in the {live['slot']} slot "
+                f"since {live['since']}\n  {live['image']}"
+            )
         if summary["reconciled"]:
-            print(f"  (the host's record says {summary['recorded_live']}; what serves is shown,"
-                  " and the next release records it)")  # fmt: skip
+            print(
+                f"  (the host's record says {summary['recorded_live']}; what serves is shown,"
+                " and the next release records it)"
+            )
         for other in summary["idle_slot_running"]:
             print(
                 f"  also running: {other['version']} in the {other['slot']} slot "
@@ -108,9 +117,12 @@ def rollback(args: argparse.Namespace) -> int:
 
     try:
         parameters = RollbackParameters(
-            environment=args.env, to_version=args.to, requested_by=args.requested_by,
-            notify_block=args.notify, target_block=args.target,
-        )  # fmt: skip
+            environment=args.env,
+            to_version=args.to,
+            requested_by=args.requested_by,
+            notify_block=args.notify,
+            target_block=args.target,
+        )
     except ValidationError as exc:
         return _usage_errors(exc)
     result = _finished("rollback", rollback_flow(parameters, return_state=True))
@@ -128,15 +140,21 @@ def release(args: argparse.Namespace) -> int:
 
     try:
         parameters = ReleaseParameters(
-            image=args.image, environment=args.env, version=args.version,
-            git_sha=args.git_sha, requested_by=args.requested_by, notify_block=args.notify,
+            image=args.image,
+            environment=args.env,
+            version=args.version,
+            git_sha=args.git_sha,
+            requested_by=args.requested_by,
+            notify_block=args.notify,
             target_block=args.target,
-        )  # fmt: skip
+        )
     except ValidationError as exc:
         return _usage_errors(exc)
     if parameters.environment == "production":
-        print("Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.",
+            file=sys.stderr,
+        )
     result = _finished("release", release_flow(parameters, return_state=True))
     if result is None:
         return 1

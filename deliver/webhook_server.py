@@ -35,10 +35,13 @@ def start_ci(settings: WebhookSettings, run: Run) -> str:
 
     parameters = {**settings.ci_defaults, "repo": run.repo, "ref": run.ref}
     created = run_deployment(
-        settings.deployment, parameters={"parameters": parameters}, timeout=0,
+        settings.deployment,
+        parameters={"parameters": parameters},
+        timeout=0,
         idempotency_key=f"github-delivery-{run.delivery}",
-        tags=["webhook", run.kind], as_subflow=False,
-    )  # fmt: skip
+        tags=["webhook", run.kind],
+        as_subflow=False,
+    )
     assert isinstance(created, FlowRun)  # noqa: S101 (timeout=0 returns the run)
     return str(created.id)
 

@@ -72,8 +72,9 @@ def _deploy_one(
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.schedules import Cron
 
-    flow = cast(Flow[..., Any], Flow.from_source(source=str(path.parent),
-                                                 entrypoint=spec["entrypoint"]))  # fmt: skip
+    flow = cast(
+        Flow[..., Any], Flow.from_source(source=str(path.parent), entrypoint=spec["entrypoint"])
+    )
     schedules = [
         Cron(s["cron"], timezone=timezone or s.get("timezone", "UTC"))
         for s in spec.get("schedules", [])

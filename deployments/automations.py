@@ -41,23 +41,30 @@ def alert_specs(settings: AlertSettings, block_document_id: UUID) -> list[dict[s
             "name": NIGHTLY_ALERT,
             "description": f"No nightly run completed in {silence}.",
             "trigger": {
-                "type": "event", "posture": "Proactive", "threshold": 1,
+                "type": "event",
+                "posture": "Proactive",
+                "threshold": 1,
                 "within": settings.nightly_within_s,
                 "match": {"prefect.resource.id": "prefect.flow-run.*"},
                 "match_related": _flow(settings.nightly_flow),
                 "expect": ["prefect.flow-run.Completed"],
             },
-            "actions": [{
-                "type": "send-notification", "block_document_id": block_document_id,
-                "subject": f"nightly: no successful run in {silence}",
-                "body": "Look at the nightly deployment's runs in the Prefect UI.",
-            }],
+            "actions": [
+                {
+                    "type": "send-notification",
+                    "block_document_id": block_document_id,
+                    "subject": f"nightly: no successful run in {silence}",
+                    "body": "Look at the nightly deployment's runs in the Prefect UI.",
+                }
+            ],
         },
         {
             "name": APPROVAL_ALERT,
             "description": f"A release has waited over {waited} for its approval.",
             "trigger": {
-                "type": "event", "posture": "Proactive", "threshold": 1,
+                "type": "event",
+                "posture": "Proactive",
+                "threshold": 1,
                 "within": settings.approval_within_s,
                 "match": {"prefect.resource.id": "prefect.flow-run.*"},
                 "match_related": _flow(settings.release_flow),
@@ -65,14 +72,17 @@ def alert_specs(settings: AlertSettings, block_document_id: UUID) -> list[dict[s
                 "expect": sorted(AFTER_A_PAUSE),
                 "for_each": ["prefect.resource.id"],
             },
-            "actions": [{
-                "type": "send-notification", "block_document_id": block_document_id,
-                "subject": f"release waiting for approval over {waited}",
-                "body": "Release {{ flow_run.name }} is still waiting: `deliver approvals`, "
-                "then `deliver approve <run id> --approver <you> --reason \"<why>\"`.",
-            }],
+            "actions": [
+                {
+                    "type": "send-notification",
+                    "block_document_id": block_document_id,
+                    "subject": f"release waiting for approval over {waited}",
+                    "body": "Release {{ flow_run.name }} is still waiting: `deliver approvals`, "
+                    'then `deliver approve <run id> --approver <you> --reason "<why>"`.',
+                }
+            ],
         },
-    ]  # fmt: skip
+    ]
 
 
 def ensure_alerts(settings: AlertSettings) -> list[str]:

@@ -137,9 +137,13 @@ def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
     if isinstance(value, CheckResult):
         status = "cached" if future.state.name == "Cached" else "passed"
         return CheckOutcome(
-            name=name, status=status, duration_s=value.duration_s, exit_code=value.exit_code,
-            tests=value.tests, coverage=value.coverage,
-        )  # fmt: skip
+            name=name,
+            status=status,
+            duration_s=value.duration_s,
+            exit_code=value.exit_code,
+            tests=value.tests,
+            coverage=value.coverage,
+        )
     if isinstance(value, CheckFailed):
         return CheckOutcome(
             name=name, status="failed", duration_s=0.0, exit_code=value.exit_code, tail=value.tail
@@ -177,8 +181,15 @@ def publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
     for o in outcomes:
         tests = f"{o.tests.passed} passed, {o.tests.failed} failed" if o.tests else ""
         coverage = f"{o.coverage:.1f}%" if o.coverage is not None else ""
-        rows.append({"check": o.name, "status": o.status, "duration_s": o.duration_s,
-                     "tests": tests, "coverage": coverage})  # fmt: skip
+        rows.append(
+            {
+                "check": o.name,
+                "status": o.status,
+                "duration_s": o.duration_s,
+                "tests": tests,
+                "coverage": coverage,
+            }
+        )
     create_table_artifact(key=f"ci-checks-{service}", table=rows, description="CI checks")
 
 
@@ -214,9 +225,13 @@ def _image(
     if existing is None:
         labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
         built = build_image(
-            (app_dir / spec.image.context).resolve(), spec.image.dockerfile, lookup.repository,
-            tags, {**spec.image.build_args, **parameters.build_args}, labels,
-        )  # fmt: skip
+            (app_dir / spec.image.context).resolve(),
+            spec.image.dockerfile,
+            lookup.repository,
+            tags,
+            {**spec.image.build_args, **parameters.build_args},
+            labels,
+        )
         image_id = built.image_id
     else:
         get_run_logger().info(
@@ -252,8 +267,13 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
         try:
             return _pipeline(parameters, cache, workdir, logger, service)
         except Exception as exc:
-            notify_failure(parameters.notify_block, NoticeKind.CI_FAILED, service=service[0],
-                           ref=parameters.ref, error=exc)  # fmt: skip
+            notify_failure(
+                parameters.notify_block,
+                NoticeKind.CI_FAILED,
+                service=service[0],
+                ref=parameters.ref,
+                error=exc,
+            )
             raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -316,8 +336,14 @@ def _pipeline(
     logger.info("CI of %s %s: %s", spec.service, result.version, result.image)
     # Deployment triggers (prefect.yaml) turn this into releases: main to staging, v* tags
     # to production. The chain shows in the UI's event feed and automations.
-    emit_event(**ci_succeeded(
-        service=spec.service, ref=parameters.ref, kind=checkout.resolved.kind.value,
-        image=result.image, version=result.version, sha=result.sha,
-    ))  # fmt: skip
+    emit_event(
+        **ci_succeeded(
+            service=spec.service,
+            ref=parameters.ref,
+            kind=checkout.resolved.kind.value,
+            image=result.image,
+            version=result.version,
+            sha=result.sha,
+        )
+    )
     return result

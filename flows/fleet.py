@@ -66,10 +66,14 @@ def roll_out(target: TargetView, plans: list[HostPlan], image: str, version: str
             _all_done(pull_image.submit(p.host.block, image) for p in batch)
             _all_done(start_slot.submit(p.host.block, image, p.slot, version, run) for p in batch)
             _all_done(
-                check_health.submit(f"{p.host.slot_url(p.slot)}{p.host.health_path}",
-                                    p.host.health_timeout_s, health_key(p.host), p.host.block)
+                check_health.submit(
+                    f"{p.host.slot_url(p.slot)}{p.host.health_path}",
+                    p.host.health_timeout_s,
+                    health_key(p.host),
+                    p.host.block,
+                )
                 for p in batch
-            )  # fmt: skip
+            )
             for plan in batch:
                 upstream = move_traffic(plan.host, plan.slot)
                 switched.append(plan)

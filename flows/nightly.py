@@ -37,8 +37,10 @@ BENCHMARKS = ("ci", "release", "sandbox_up")
 
 class BenchmarkFailed(DeliveryError):
     def __init__(self, *, name: str, detail: str) -> None:
-        super().__init__(f"Benchmark bench.{name} failed: {detail}. Run `python -m bench.{name}` "
-                         "from the project root to see it.")  # fmt: skip
+        super().__init__(
+            f"Benchmark bench.{name} failed: {detail}. Run `python -m bench.{name}` "
+            "from the project root to see it."
+        )
 
 
 class NightlyParameters(BaseModel):
@@ -104,9 +106,13 @@ def run_benchmark(command: str) -> dict[str, Any]:
     name, *args = shlex.split(command)
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", *args], cwd=PROJECT_DIR,
-        capture_output=True, text=True, check=False, timeout=3600,
-    )  # fmt: skip
+        [sys.executable, "-m", f"bench.{name}", *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
     if done.returncode != 0:
         tail = " ".join(done.stderr.strip().splitlines()[-3:])
         raise BenchmarkFailed(name=name, detail=f"exit {done.returncode}: {tail[-400:]}")
@@ -124,8 +130,11 @@ def publish_metrics(window: str) -> list[dict[str, str]]:
     from deliver.metrics_command import delivery_metrics
 
     rows = table_rows(delivery_metrics(window))
-    create_table_artifact(key="delivery-metrics", table=rows,
-                          description=f"Delivery metrics, production, last {window}")  # fmt: skip
+    create_table_artifact(
+        key="delivery-metrics",
+        table=rows,
+        description=f"Delivery metrics, production, last {window}",
+    )
     return rows
 
 
@@ -156,8 +165,13 @@ def nightly(parameters: NightlyParameters) -> NightlyReport:
     try:
         return _nightly(parameters, workdir, cache, service)
     except Exception as exc:
-        notify_failure(parameters.notify_block, NoticeKind.NIGHTLY_FAILED, service=service[0],
-                       ref=parameters.ref, error=exc)  # fmt: skip
+        notify_failure(
+            parameters.notify_block,
+            NoticeKind.NIGHTLY_FAILED,
+            service=service[0],
+            ref=parameters.ref,
+            error=exc,
+        )
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -175,8 +189,10 @@ def _nightly(
         raise ValueError(f"{spec_file.name} has no check named {', '.join(unknown)}")
     app_dir = spec_file.parent
     environment = fresh_app_environment(app_dir, spec.environment, workdir / "env")
-    placeholders = {"advisory_url": parameters.advisory_url,
-                    "requirements": str(environment.runtime_requirements)}  # fmt: skip
+    placeholders = {
+        "advisory_url": parameters.advisory_url,
+        "requirements": str(environment.runtime_requirements),
+    }
     fresh = run_check.with_options(refresh_cache=True)  # the point is to run it again
     futures = {
         check.name: fresh.submit(check, app_dir, environment, placeholders, workdir / "cache")
@@ -186,9 +202,9 @@ def _nightly(
     results = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
     passed = {n: r for n, r in results.items() if isinstance(r, CheckResult)}
     failures = {n: getattr(r, "tail", str(r)) for n, r in results.items() if n not in passed}
-    benchmarks = {} if failures else {
-        command: run_benchmark(command) for command in parameters.benchmarks
-    }  # fmt: skip
+    benchmarks = (
+        {} if failures else {command: run_benchmark(command) for command in parameters.benchmarks}
+    )
     report = NightlyReport(
         service=spec.service,
         sha=checkout.resolved.sha,

@@ -197,10 +197,15 @@ def _record(
     params: ReleaseParameters, outcome: str, detail: str = "", approval: Approval | None = None
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "at": _now(), "outcome": outcome, "version": params.version, "image": params.image,
-        "git_sha": params.git_sha, "requested_by": params.requested_by,
-        "flow_run": str(flow_run.get_id() or ""), "detail": detail[:500],
-    }  # fmt: skip
+        "at": _now(),
+        "outcome": outcome,
+        "version": params.version,
+        "image": params.image,
+        "git_sha": params.git_sha,
+        "requested_by": params.requested_by,
+        "flow_run": str(flow_run.get_id() or ""),
+        "detail": detail[:500],
+    }
     if approval is not None:
         record["approval"] = dataclasses.asdict(approval)
     return record
@@ -234,18 +239,28 @@ def approve_then_deploy(
     logger = get_run_logger()
     production = prepare_candidate(params, target, run)
     evidence = evidence_markdown(
-        image=params.image, version=params.version, git_sha=params.git_sha,
-        requested_by=params.requested_by, production=production, staging=staging,
+        image=params.image,
+        version=params.version,
+        git_sha=params.git_sha,
+        requested_by=params.requested_by,
+        production=production,
+        staging=staging,
         ci=find_ci_evidence(params.image.rsplit("@", 1)[1]),
         candidate=_candidate_text(params.version, target),
-    )  # fmt: skip
+    )
     form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
-    notify(params.notify_block, Notice(
-        kind=NoticeKind.APPROVAL_WAITING, service=target.app_name, version=params.version,
-        environment=target.environment, link=run_link(run),
-        detail=f"requested by {params.requested_by}; healthy on staging; waits {timeout_s} s",
-        command=f'deliver approve {run} --approver <you> --reason "<why>"',
-    ))  # fmt: skip
+    notify(
+        params.notify_block,
+        Notice(
+            kind=NoticeKind.APPROVAL_WAITING,
+            service=target.app_name,
+            version=params.version,
+            environment=target.environment,
+            link=run_link(run),
+            detail=f"requested by {params.requested_by}; healthy on staging; waits {timeout_s} s",
+            command=f'deliver approve {run} --approver <you> --reason "<why>"',
+        ),
+    )
     deadline = time.monotonic() + timeout_s
     for attempt in itertools.count(1):
         remaining = max(1, int(deadline - time.monotonic()))
@@ -260,8 +275,12 @@ def approve_then_deploy(
                 withdraw_candidate(params, target, run)
             return Cancelled(message=message)
         with environment_lock(target):
-            decision = Decision(decision=answer.decision, approver=answer.approver,
-                                reason=answer.reason, code=answer.code)  # fmt: skip
+            decision = Decision(
+                decision=answer.decision,
+                approver=answer.approver,
+                reason=answer.reason,
+                code=answer.code,
+            )
             refused = check_decision(params.approval_policy, decision, params.requested_by)
             if refused:
                 logger.warning("Resume refused (%s); still waiting for a valid decision.", refused)
@@ -316,8 +335,11 @@ def prepare_candidate(params: ReleaseParameters, target: TargetView, run: str) -
         if not _ours(running, slot, params, run):
             start_slot(block, params.image, slot, params.version, run)
         try:
-            check_health(f"{target.slot_url(slot)}{target.health_path}", target.health_timeout_s,
-                         health_key(target))  # fmt: skip
+            check_health(
+                f"{target.slot_url(slot)}{target.health_path}",
+                target.health_timeout_s,
+                health_key(target),
+            )
         except HealthCheckFailed as exc:
             stop_slot(block, slot)
             write_host_state(block, after_failure(state, _record(params, "failed", str(exc))))
@@ -389,19 +411,34 @@ def _report_failure(
 ) -> None:
     live = read_host_state(parameters.block).live
     outcome = Outcome.ROLLED_BACK if exc.rolled_back else Outcome.FAILED
-    publish_outcome(FinishedRelease(
-        block=parameters.block, service=target.app_name, environment=target.environment,
-        outcome=outcome, version=parameters.version, image=parameters.image,
-        git_sha=parameters.git_sha, requested_by=parameters.requested_by, at=_now(),
-        previous=(live.version, live.git_sha) if live else None, detail=str(exc),
-    ))  # fmt: skip
+    publish_outcome(
+        FinishedRelease(
+            block=parameters.block,
+            service=target.app_name,
+            environment=target.environment,
+            outcome=outcome,
+            version=parameters.version,
+            image=parameters.image,
+            git_sha=parameters.git_sha,
+            requested_by=parameters.requested_by,
+            at=_now(),
+            previous=(live.version, live.git_sha) if live else None,
+            detail=str(exc),
+        )
+    )
     serving = live.version if live else "nothing"
     kind = NoticeKind.ROLLED_BACK if exc.rolled_back else NoticeKind.RELEASE_FAILED
-    notify(parameters.notify_block, Notice(
-        kind=kind, service=target.app_name, version=parameters.version,
-        environment=target.environment, link=run_link(run),
-        detail=f"{str(exc).splitlines()[0]} — {serving} is serving",
-    ))  # fmt: skip
+    notify(
+        parameters.notify_block,
+        Notice(
+            kind=kind,
+            service=target.app_name,
+            version=parameters.version,
+            environment=target.environment,
+            link=run_link(run),
+            detail=f"{str(exc).splitlines()[0]} — {serving} is serving",
+        ),
+    )
 
 
 def _report_success(
@@ -415,26 +452,45 @@ def _report_success(
 ) -> None:
     rollback = outcome == "rolled-back"
     previous = (before.live.version, before.live.git_sha) if before.live else None
-    publish_outcome(FinishedRelease(
-        block=parameters.block, service=target.app_name, environment=target.environment,
-        outcome=Outcome.ROLLBACK if rollback else Outcome.LIVE, version=parameters.version,
-        image=parameters.image, git_sha=parameters.git_sha,
-        requested_by=parameters.requested_by, at=_now(), previous=previous,
-        approval=dataclasses.asdict(approval) if approval else None, timings_s=timings,
-    ))  # fmt: skip
+    publish_outcome(
+        FinishedRelease(
+            block=parameters.block,
+            service=target.app_name,
+            environment=target.environment,
+            outcome=Outcome.ROLLBACK if rollback else Outcome.LIVE,
+            version=parameters.version,
+            image=parameters.image,
+            git_sha=parameters.git_sha,
+            requested_by=parameters.requested_by,
+            at=_now(),
+            previous=previous,
+            approval=dataclasses.asdict(approval) if approval else None,
+            timings_s=timings,
+        )
+    )
     if rollback:
         kind, detail = NoticeKind.ROLLED_BACK, f"by {parameters.requested_by}"
     elif target.environment == APPROVED_ENVIRONMENT:
         kind = NoticeKind.PRODUCTION_RELEASED
-        detail = (f"approved by {approval.approver}: {approval.reason or 'no reason given'}"
-                  if approval else f"requested by {parameters.requested_by}")  # fmt: skip
+        detail = (
+            f"approved by {approval.approver}: {approval.reason or 'no reason given'}"
+            if approval
+            else f"requested by {parameters.requested_by}"
+        )
     else:
         kind, detail = NoticeKind.STAGING_DEPLOYED, f"requested by {parameters.requested_by}"
     replaced = f"; replaced {previous[0]}" if previous else ""
-    notify(parameters.notify_block, Notice(
-        kind=kind, service=target.app_name, version=parameters.version,
-        environment=target.environment, detail=detail + replaced, link=run_link(run),
-    ))  # fmt: skip
+    notify(
+        parameters.notify_block,
+        Notice(
+            kind=kind,
+            service=target.app_name,
+            version=parameters.version,
+            environment=target.environment,
+            detail=detail + replaced,
+            link=run_link(run),
+        ),
+    )
 
 
 def _deploy(
@@ -454,9 +510,12 @@ def _deploy(
     timings: dict[str, float] = {}
     began = _now()
     logger.info(
-        "Releasing %s to %s (%s slot); live now: %s", parameters.version, target.environment,
-        slot.value, state.live.version if state.live else "nothing",
-    )  # fmt: skip
+        "Releasing %s to %s (%s slot); live now: %s",
+        parameters.version,
+        target.environment,
+        slot.value,
+        state.live.version if state.live else "nothing",
+    )
     started = time.monotonic()
     if not _ours(running, slot, parameters, run):
         pull_image(block, parameters.image)
@@ -475,9 +534,12 @@ def _deploy(
         drain(target, state.live.slot)
         stop_slot(block, state.live.slot)
     new = Release(
-        version=parameters.version, image=parameters.image, git_sha=parameters.git_sha,
-        slot=slot, since=_now(),
-    )  # fmt: skip
+        version=parameters.version,
+        image=parameters.image,
+        git_sha=parameters.git_sha,
+        slot=slot,
+        since=_now(),
+    )
     record = {**_record(parameters, outcome, approval=approval), "began": began}
     new_state, pruned = after_success(state, new, target.keep_versions, record)
     write_host_state(block, new_state)
@@ -514,10 +576,13 @@ def _deploy_fleet(
     plans = fleet.survey(target, began)
     before = plans[0].state
     get_run_logger().info(
-        "Releasing %s to %s: %d hosts, %d at a time; live now: %s", parameters.version,
-        target.environment, len(plans), target.max_unavailable,
+        "Releasing %s to %s: %d hosts, %d at a time; live now: %s",
+        parameters.version,
+        target.environment,
+        len(plans),
+        target.max_unavailable,
         before.live.version if before.live else "nothing",
-    )  # fmt: skip
+    )
     try:
         fleet.roll_out(target, plans, parameters.image, parameters.version, run)
     except ReleaseError as exc:
@@ -531,9 +596,12 @@ def _deploy_fleet(
     pruned: set[str] = set()
     for plan in plans:
         new = Release(
-            version=parameters.version, image=parameters.image, git_sha=parameters.git_sha,
-            slot=plan.slot, since=_now(),
-        )  # fmt: skip
+            version=parameters.version,
+            image=parameters.image,
+            git_sha=parameters.git_sha,
+            slot=plan.slot,
+            since=_now(),
+        )
         new_state, gone = after_success(plan.state, new, target.keep_versions, record)
         write_host_state(plan.host.block, new_state)
         if gone:
@@ -541,11 +609,16 @@ def _deploy_fleet(
     timings["total"] = round(time.monotonic() - started, 3)
     _report_success(parameters, target, before, approval, outcome, timings, run)
     return ReleaseResult(
-        environment=target.environment, version=parameters.version, image=parameters.image,
-        slot=",".join(plan.slot.value for plan in plans), url=target.front_url or "",
-        previous=before.live.version if before.live else None, pruned=tuple(sorted(pruned)),
-        timings_s=timings, approval=approval,
-    )  # fmt: skip
+        environment=target.environment,
+        version=parameters.version,
+        image=parameters.image,
+        slot=",".join(plan.slot.value for plan in plans),
+        url=target.front_url or "",
+        previous=before.live.version if before.live else None,
+        pruned=tuple(sorted(pruned)),
+        timings_s=timings,
+        approval=approval,
+    )
 
 
 class RollbackParameters(BaseModel):
@@ -598,9 +671,13 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
             raise NothingToRollBackTo(environment=target.environment, detail=choice)
         image, version, git_sha = choice
         release_parameters = ReleaseParameters(
-            image=image, environment=parameters.environment, version=version,
-            git_sha=git_sha or "0000000", requested_by=parameters.requested_by,
-            target_block=parameters.target_block, notify_block=parameters.notify_block,
-        )  # fmt: skip
+            image=image,
+            environment=parameters.environment,
+            version=version,
+            git_sha=git_sha or "0000000",
+            requested_by=parameters.requested_by,
+            target_block=parameters.target_block,
+            notify_block=parameters.notify_block,
+        )
         run = str(flow_run.get_id() or "")
         return _deploy(release_parameters, target, state, None, outcome="rolled-back", run=run)

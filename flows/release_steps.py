@@ -40,8 +40,10 @@ def health_key(target: TargetView) -> str:
 @task(name="drain", task_run_name="drain-{slot.value}")
 def drain(target: TargetView, slot: Slot) -> None:
     """Let requests in flight on the old slot finish before it stops."""
-    shown = Progress(progress_key("drain", target.app_name, target.environment),
-                     f"Drain of the {slot.value} slot, {target.drain_s:g} s")  # fmt: skip
+    shown = Progress(
+        progress_key("drain", target.app_name, target.environment),
+        f"Drain of the {slot.value} slot, {target.drain_s:g} s",
+    )
     started = time.monotonic()
     while (waited := time.monotonic() - started) < target.drain_s:
         shown.update(100 * waited / target.drain_s)

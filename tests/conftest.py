@@ -117,7 +117,9 @@ def prefect_api(sandbox_state: SandboxState, sandbox_config: SandboxConfig) -> I
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     env = sandbox_config.prefect_env()  # now with the auth string `sandbox up` made
-    updates = {PREFECT_API_URL: sandbox_config.prefect_api_url,
-               PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING")}  # fmt: skip
+    updates = {
+        PREFECT_API_URL: sandbox_config.prefect_api_url,
+        PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING"),
+    }
     with temporary_settings(updates=updates):
         yield sandbox_config.prefect_api_url

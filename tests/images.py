@@ -20,12 +20,13 @@ def push_sample(
     reference by digest."""
     repository = f"{registry['address']}/{repository_name}"
     docker_engine.images.build(
-        path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{tag}",
-        buildargs={"BASE_IMAGE": base_image, **build_args}, rm=True,
-    )  # fmt: skip
+        path=str(PROJECT_DIR / "examples" / "stock-api"),
+        tag=f"{repository}:{tag}",
+        buildargs={"BASE_IMAGE": base_image, **build_args},
+        rm=True,
+    )
     auth = {"username": registry["username"], "password": registry["password"]}
-    stream = docker_engine.api.push(repository, tag=tag, stream=True, decode=True,
-                                    auth_config=auth)  # fmt: skip
+    stream = docker_engine.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth)
     outcome = read_push_stream(stream)
     assert outcome.digest, outcome.error
     return f"{repository}@{outcome.digest}"

@@ -15,8 +15,11 @@ def query(name: str, version: str) -> dict[str, object]:
 def test_shipped_advisories_are_real_published_ids():
     """The mirror ships GitHub advisories for requests, PyYAML and Jinja2."""
     assert set(RECORDS) == {
-        "GHSA-x84v-xcm2-53pg", "GHSA-j8r2-6x86-q33q", "GHSA-8q59-q68h-6hv4", "GHSA-h5c8-rqwp-cp95"
-    }  # fmt: skip
+        "GHSA-x84v-xcm2-53pg",
+        "GHSA-j8r2-6x86-q33q",
+        "GHSA-8q59-q68h-6hv4",
+        "GHSA-h5c8-rqwp-cp95",
+    }
 
 
 def test_query_returns_matching_records_only():

@@ -11,9 +11,15 @@ RFC_SECRET = b"12345678901234567890"
 
 @pytest.mark.parametrize(
     ("at", "expected"),
-    [(59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"),
-     (1234567890, "89005924"), (2000000000, "69279037"), (20000000000, "65353130")],
-)  # fmt: skip
+    [
+        (59, "94287082"),
+        (1111111109, "07081804"),
+        (1111111111, "14050471"),
+        (1234567890, "89005924"),
+        (2000000000, "69279037"),
+        (20000000000, "65353130"),
+    ],
+)
 def test_rfc6238_sha1_vectors(at, expected):
     """The SHA-1 test vectors of RFC 6238, appendix B (8 digits)."""
     assert totp(RFC_SECRET, at=at, digits=8) == expected
@@ -54,9 +60,11 @@ def test_policy_refuses_strangers_self_approval_bare_rejections_and_bad_codes():
     assert "needs a reason" in (decide(decision="reject") or "")
     assert "wrong" in (decide(approver="alice", code="000000") or "")
     self_policy = refusal(
-        POLICY, Decision(decision="approve", approver="bob", reason="", code=""),
-        requester="bob", at=0,
-    )  # fmt: skip
+        POLICY,
+        Decision(decision="approve", approver="bob", reason="", code=""),
+        requester="bob",
+        at=0,
+    )
     assert "may not approve" in (self_policy or "")
 
 

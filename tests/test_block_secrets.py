@@ -21,9 +21,13 @@ BAD_SECRET = "cnry-not-base32-!!-1"  # noqa: S105 (a deliberately malformed cana
 
 def attempt(environment: str, **blocks: str) -> tuple[Any, Any]:
     parameters = ReleaseParameters(
-        image=IMAGE, environment=environment, version="0.0.1",
-        git_sha="0123456789abcdef", requested_by="tester", **blocks,
-    )  # fmt: skip
+        image=IMAGE,
+        environment=environment,
+        version="0.0.1",
+        git_sha="0123456789abcdef",
+        requested_by="tester",
+        **blocks,
+    )
     state = release(parameters, return_state=True)
     return state, state.result(raise_on_failure=False)
 

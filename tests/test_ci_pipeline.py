@@ -45,10 +45,19 @@ REGISTRY_DOWN_BLOCK = "ci-test-registry-down"
 
 def git(repo: Path, *args: str) -> str:
     done = subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True,
-        env={**os.environ, "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.invalid",
-             "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.invalid"},
-    )  # fmt: skip
+        ["git", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            **os.environ,
+            "GIT_AUTHOR_NAME": "ci",
+            "GIT_AUTHOR_EMAIL": "ci@example.invalid",
+            "GIT_COMMITTER_NAME": "ci",
+            "GIT_COMMITTER_EMAIL": "ci@example.invalid",
+        },
+    )
     return done.stdout.strip()
 
 
@@ -152,8 +161,13 @@ def test_green_path_pushes_an_image_pullable_by_digest(green, registry, app_repo
     assert result.image == f"{registry['address']}/{IMAGE}@{result.digest}"
     assert result.digest.startswith("sha256:")
     assert {c.name for c in result.checks} == {
-        "lint", "format", "types", "tests", "security", "dependencies"
-    }  # fmt: skip
+        "lint",
+        "format",
+        "types",
+        "tests",
+        "security",
+        "dependencies",
+    }
     assert all(c.status in {"passed", "cached"} for c in result.checks)
     tests = next(c for c in result.checks if c.name == "tests")
     assert tests.tests is not None
@@ -168,18 +182,31 @@ def test_green_path_pushes_an_image_pullable_by_digest(green, registry, app_repo
     env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker")}
     login = subprocess.run(
         ["docker", "login", registry["address"], "-u", registry["username"], "--password-stdin"],
-        input=registry["password"], env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        input=registry["password"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert login.returncode == 0, login.stderr
     pulled = subprocess.run(
         ["docker", "pull", result.image], env=env, capture_output=True, text=True, check=False
     )
     assert pulled.returncode == 0, pulled.stderr
     labels = subprocess.run(
-        ["docker", "image", "inspect", "--format",
-         '{{index .Config.Labels "org.opencontainers.image.revision"}}', result.image],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        [
+            "docker",
+            "image",
+            "inspect",
+            "--format",
+            '{{index .Config.Labels "org.opencontainers.image.revision"}}',
+            result.image,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert labels == sha
 
 
@@ -351,14 +378,18 @@ def test_unreachable_advisory_service_is_never_clean(green, ci, app_repo):
 @pytest.fixture(scope="module")
 def bad_registry_blocks(prefect_api, registry) -> None:
     wrong = DockerRegistryCredentials(
-        username=registry["username"], password="not-the-password",  # noqa: S106 (wrong on purpose)
-        registry_url=registry["address"], reauth=False,
-    )  # fmt: skip
+        username=registry["username"],
+        password="not-the-password",  # noqa: S106 (wrong on purpose)
+        registry_url=registry["address"],
+        reauth=False,
+    )
     wrong.save(WRONG_PASSWORD_BLOCK, overwrite=True)
     down = DockerRegistryCredentials(
-        username="nobody", password="nothing",  # noqa: S106 (nothing listens there)
-        registry_url="127.0.0.1:5999", reauth=False,
-    )  # fmt: skip
+        username="nobody",
+        password="nothing",  # noqa: S106 (nothing listens there)
+        registry_url="127.0.0.1:5999",
+        reauth=False,
+    )
     down.save(REGISTRY_DOWN_BLOCK, overwrite=True)
 
 

@@ -164,9 +164,14 @@ REQUESTS_ADVISORY = {
 
 @pytest.mark.parametrize(
     ("name", "version", "hit"),
-    [("requests", "2.19.0", True), ("Requests", "2.19.1", True), ("requests", "2.20.0", False),
-     ("requests", "2.31.0", False), ("urllib3", "1.0", False)],
-)  # fmt: skip
+    [
+        ("requests", "2.19.0", True),
+        ("Requests", "2.19.1", True),
+        ("requests", "2.20.0", False),
+        ("requests", "2.31.0", False),
+        ("urllib3", "1.0", False),
+    ],
+)
 def test_osv_range_matching(name, version, hit):
     """An ECOSYSTEM range affects versions from introduced up to, not including, fixed."""
     assert affects(REQUESTS_ADVISORY, ecosystem="PyPI", name=name, version=version) is hit
@@ -226,8 +231,20 @@ def test_inventory_parsers():
 
 def test_trivy_report_parsing():
     """trivy's JSON findings become ours, severities lowercased."""
-    report = {"Results": [{"Vulnerabilities": [
-        {"PkgName": "openssl", "InstalledVersion": "3.0.1", "VulnerabilityID": "CVE-1",
-         "Severity": "CRITICAL", "FixedVersion": "3.0.2"}]}]}  # fmt: skip
+    report = {
+        "Results": [
+            {
+                "Vulnerabilities": [
+                    {
+                        "PkgName": "openssl",
+                        "InstalledVersion": "3.0.1",
+                        "VulnerabilityID": "CVE-1",
+                        "Severity": "CRITICAL",
+                        "FixedVersion": "3.0.2",
+                    }
+                ]
+            }
+        ]
+    }
     (only,) = parse_trivy(report)
     assert (only.package, only.severity, only.fixed_in) == ("openssl", "critical", ("3.0.2",))

@@ -11,8 +11,12 @@ from tests.conftest import PROJECT_DIR
 def deliver(*args: str, env=None):
     return subprocess.run(
         [sys.executable, "-m", "deliver.cli", *args],
-        cwd=PROJECT_DIR, capture_output=True, text=True, check=False, env=env,
-    )  # fmt: skip
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
 
 
 def test_help_lists_the_sandbox_command():
@@ -41,11 +45,27 @@ def test_status_json_shows_every_component_healthy(sandbox_state):
     assert done.returncode == 0, done.stdout + done.stderr
     statuses = json.loads(done.stdout)
     assert [s["name"] for s in statuses] == [
-        "docker-engine", "base-image", "registry", "ssh-staging", "ssh-production",
-        "nginx", "ssh-fleet-1", "ssh-fleet-2", "ssh-fleet-3", "nginx-fleet-1", "nginx-fleet-2",
-        "nginx-fleet-3", "nginx-fleet-front", "advisories", "chat", "postgres", "prefect-server",
-        "prefect-worker", "prefect-worker-2", "prefect-blocks",
-    ]  # fmt: skip
+        "docker-engine",
+        "base-image",
+        "registry",
+        "ssh-staging",
+        "ssh-production",
+        "nginx",
+        "ssh-fleet-1",
+        "ssh-fleet-2",
+        "ssh-fleet-3",
+        "nginx-fleet-1",
+        "nginx-fleet-2",
+        "nginx-fleet-3",
+        "nginx-fleet-front",
+        "advisories",
+        "chat",
+        "postgres",
+        "prefect-server",
+        "prefect-worker",
+        "prefect-worker-2",
+        "prefect-blocks",
+    ]
     assert all(s["healthy"] for s in statuses), statuses
 
 
@@ -86,15 +106,31 @@ def test_blocks_register_puts_the_types_in_the_catalogue(prefect_api):
     """`deliver blocks register` registers our block types and the collections' ones we use."""
     done = deliver("blocks", "register", "--json", "--sandbox")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert set(json.loads(done.stdout)) >= {"deploy-target", "approval-policy",
-                                            "docker-registry-credentials", "secret"}  # fmt: skip
+    assert set(json.loads(done.stdout)) >= {
+        "deploy-target",
+        "approval-policy",
+        "docker-registry-credentials",
+        "secret",
+    }
 
 
 def test_release_and_rollback_name_the_option_that_is_wrong(sandbox_state):
     """Bad values are usage errors (exit 2) naming the option, before any flow runs."""
     digest = "127.0.0.1:5001/stock-api@sha256:" + "a" * 64
-    release = deliver("release", "--sandbox", "--env", "staging", "--image", digest,
-                      "--version", "1.0.0", "--git-sha", "abcdef1", "--notify", "chat")  # fmt: skip
+    release = deliver(
+        "release",
+        "--sandbox",
+        "--env",
+        "staging",
+        "--image",
+        digest,
+        "--version",
+        "1.0.0",
+        "--git-sha",
+        "abcdef1",
+        "--notify",
+        "chat",
+    )
     assert release.returncode == 2
     assert "error: --notify: " in release.stderr
     back = deliver("rollback", "--sandbox", "--env", "staging", "--to", "bad version!")

@@ -59,10 +59,12 @@ def images(docker_engine, registry, base_image, sandbox_config, prefect_api) -> 
     found = {}
     for version, (args, committed) in BUILDS.items():
         docker_engine.images.build(
-            path=str(PROJECT_DIR / "examples" / "stock-api"), tag=f"{repository}:{version}",
-            buildargs={"BASE_IMAGE": base_image, "VERSION": version, **args}, rm=True,
+            path=str(PROJECT_DIR / "examples" / "stock-api"),
+            tag=f"{repository}:{version}",
+            buildargs={"BASE_IMAGE": base_image, "VERSION": version, **args},
+            rm=True,
             labels={"org.opencontainers.image.created": committed.isoformat()},
-        )  # fmt: skip
+        )
         stream = docker_engine.api.push(
             repository, tag=version, stream=True, decode=True, auth_config=auth
         )
@@ -87,13 +89,15 @@ _SECOND = datetime.timedelta(seconds=1)
 
 
 def _ship(image: str, version: str, staging_block: str = "staging") -> tuple[Any, Window]:
-    state, result = run_release(image, "staging", version, target_block=staging_block,
-                                notify_block=NOTIFY)  # fmt: skip
+    state, result = run_release(
+        image, "staging", version, target_block=staging_block, notify_block=NOTIFY
+    )
     assert state.is_completed(), result
 
     def production() -> Any:
-        running = ProductionRelease(image, version, staging_block=staging_block,
-                                    notify_block=NOTIFY)  # fmt: skip
+        running = ProductionRelease(
+            image, version, staging_block=staging_block, notify_block=NOTIFY
+        )
         running.decide(reason=f"ship {version}")
         return running.result()
 
@@ -113,8 +117,7 @@ def history(images, inbox, sandbox_config) -> dict[str, Any]:
     for version in ("3.0.1", "3.0.2", "3.0.3", "3.0.4"):
         block = "staging-no-smoke" if version == "3.0.3" else "staging"
         outcomes[version], windows[version] = _ship(images[version], version, block)
-    back = RollbackParameters(environment="production", requested_by="oncall",
-                              notify_block=NOTIFY)  # fmt: skip
+    back = RollbackParameters(environment="production", requested_by="oncall", notify_block=NOTIFY)
     outcomes["rollback"], windows["rollback"] = _timed(lambda: rollback(back, return_state=True))
     outcomes["3.0.5"], windows["3.0.5"] = _ship(images["3.0.5"], "3.0.5")
     return {"started": started, "windows": windows, "outcomes": outcomes}
@@ -137,8 +140,10 @@ def test_each_notification_arrives_once_with_its_text(history, inbox):
     subjects = [text.splitlines()[0] for text in texts]
     expected = []
     for version in ("3.0.1", "3.0.2", "3.0.3", "3.0.4", "3.0.5"):
-        expected += [f"*stock-api {version} → staging: deployed*",
-                     f"*stock-api {version} → production: waiting for approval*"]  # fmt: skip
+        expected += [
+            f"*stock-api {version} → staging: deployed*",
+            f"*stock-api {version} → production: waiting for approval*",
+        ]
         if version == "3.0.3":
             expected.append(f"*stock-api {version} → production: rolled back*")
         else:
@@ -169,8 +174,9 @@ def _release_reports(key: str) -> list[str]:
         async with get_client() as client:
             found = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                sort=ArtifactSort.CREATED_DESC, limit=50,
-            )  # fmt: skip
+                sort=ArtifactSort.CREATED_DESC,
+                limit=50,
+            )
             return [str(artifact.data) for artifact in found]
 
     return asyncio.run(read())
@@ -204,8 +210,11 @@ def _records_when_stored(since: datetime.datetime, count: int) -> list[Any]:
     deadline = time.monotonic() + 60
     while True:
         until = datetime.datetime.now(datetime.UTC)
-        records = [r for r in read_release_records(since, until, "stock-api")
-                   if r.environment == "production"]  # fmt: skip
+        records = [
+            r
+            for r in read_release_records(since, until, "stock-api")
+            if r.environment == "production"
+        ]
         if len(records) >= count or time.monotonic() > deadline:
             return records
         time.sleep(1)
@@ -235,10 +244,16 @@ def test_metrics_from_the_history_match_the_hand_computed_ones(history):
     first, second = metrics.restores
     assert (first.failed_version, first.restored_by) == ("3.0.3", "3.0.4")
     assert (second.failed_version, second.restored_by) == ("3.0.4", "3.0.5")
-    assert _between(first.seconds, windows["3.0.4"][0] - windows["3.0.3"][1],
-                    windows["3.0.4"][1] - windows["3.0.3"][0])  # fmt: skip
-    assert _between(second.seconds, windows["3.0.5"][0] - windows["rollback"][1],
-                    windows["3.0.5"][1] - windows["rollback"][0])  # fmt: skip
+    assert _between(
+        first.seconds,
+        windows["3.0.4"][0] - windows["3.0.3"][1],
+        windows["3.0.4"][1] - windows["3.0.3"][0],
+    )
+    assert _between(
+        second.seconds,
+        windows["3.0.5"][0] - windows["rollback"][1],
+        windows["3.0.5"][1] - windows["rollback"][0],
+    )
     assert first.seconds is not None
     assert second.seconds is not None
     assert metrics.median_time_to_restore_s == pytest.approx((first.seconds + second.seconds) / 2)
@@ -248,28 +263,45 @@ def test_deliver_metrics_cli_reads_the_same_events(history):
     minutes = math.ceil((datetime.datetime.now(datetime.UTC) - history["started"]).seconds / 60)
     _records_when_stored(history["started"], 6)
     done = subprocess.run(
-        [str(PROJECT_DIR / ".venv" / "bin" / "deliver"), "metrics", "--sandbox", "--json",
-         "--since", f"{minutes + 1}m", "--service", "stock-api"],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        [
+            str(PROJECT_DIR / ".venv" / "bin" / "deliver"),
+            "metrics",
+            "--sandbox",
+            "--json",
+            "--since",
+            f"{minutes + 1}m",
+            "--service",
+            "stock-api",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown["releases"] >= 4
     assert shown["failures"] >= 2
-    assert set(shown) >= {"deployments_per_day", "median_lead_time_s", "change_failure_rate",
-                          "median_time_to_restore_s"}  # fmt: skip
+    assert set(shown) >= {
+        "deployments_per_day",
+        "median_lead_time_s",
+        "change_failure_rate",
+        "median_time_to_restore_s",
+    }
     bad = subprocess.run(
         [str(PROJECT_DIR / ".venv" / "bin" / "deliver"), "metrics", "--sandbox", "--since", "3x"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert bad.returncode != 0
     assert "'3x' is not a window" in bad.stderr
 
 
 def test_ci_failure_is_notified_once(inbox, sandbox_config, prefect_api, tmp_path):
     before = len(inbox.messages())
-    parameters = CiParameters(repo=str(tmp_path / "no-such-repo"), ref="main",
-                              notify_block=NOTIFY)  # fmt: skip
+    parameters = CiParameters(repo=str(tmp_path / "no-such-repo"), ref="main", notify_block=NOTIFY)
     state, _ = run_ci(parameters)
     assert state.is_failed()
     new = [m["text"] for m in inbox.messages()[before:]]
@@ -278,8 +310,9 @@ def test_ci_failure_is_notified_once(inbox, sandbox_config, prefect_api, tmp_pat
 
 
 def test_a_missing_notification_block_fails_before_any_work(images, prefect_api):
-    state, error = run_release(images["3.0.1"], "staging", "3.0.1",
-                               notify_block="custom-webhook/no-such-chat")  # fmt: skip
+    state, error = run_release(
+        images["3.0.1"], "staging", "3.0.1", notify_block="custom-webhook/no-such-chat"
+    )
     assert state.is_failed()
     assert "no-such-chat" in str(error)
     assert "Unable to find block document" in str(error)
@@ -303,8 +336,9 @@ def test_alerts_fire_for_a_long_approval_wait_and_a_missing_nightly(history, inb
             time.sleep(1)
             seen = {m["text"].splitlines()[0] for m in inbox.messages()[before:]}
         assert wanted <= seen, seen
-        alert = next(m["text"] for m in inbox.messages()[before:]
-                     if m["text"].startswith("*release waiting"))  # fmt: skip
+        alert = next(
+            m["text"] for m in inbox.messages()[before:] if m["text"].startswith("*release waiting")
+        )
         assert "`deliver approvals`" in alert
     finally:
         waiting.decide("reject", reason="alert drill")

@@ -22,8 +22,14 @@ from tests.triggers import delete_triggered
 
 
 def deliver(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deliver.cli", *args], cwd=PROJECT_DIR,
-                          capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "deliver.cli", *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +68,22 @@ def test_a_run_with_a_malformed_parameter_is_refused_before_it_starts(deployed):
 
     async def runs() -> int:
         async with get_client() as client:
-            return len(await client.read_flow_runs(deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=[deployment_id]))))  # fmt: skip
+            return len(
+                await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+                )
+            )
 
     before = asyncio.run(runs())
-    bad = {"parameters": {"image": "x@sha256:" + "a" * 64, "environment": "qa;id", "version": "1",
-                          "git_sha": "abcdef1", "requested_by": "tester"}}  # fmt: skip
+    bad = {
+        "parameters": {
+            "image": "x@sha256:" + "a" * 64,
+            "environment": "qa;id",
+            "version": "1",
+            "git_sha": "abcdef1",
+            "requested_by": "tester",
+        }
+    }
     with pytest.raises(Exception, match=r"(?i)validation|schema|environment"):
         run_deployment(deployment_id, parameters=bad, timeout=0)
     assert asyncio.run(runs()) == before
@@ -76,8 +92,15 @@ def test_a_run_with_a_malformed_parameter_is_refused_before_it_starts(deployed):
 def test_prefect_deploy_all_applies_the_same_list(deployed, sandbox_config):
     env = {**os.environ, **sandbox_config.prefect_env()}
     prefect = str(PROJECT_DIR / ".venv" / "bin" / "prefect")
-    done = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=PROJECT_DIR, env=env,
-                          capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     for name in deployed:
         assert name in done.stdout
@@ -99,11 +122,16 @@ def test_green_ci_on_main_starts_the_staging_release(deployed, sandbox_config, b
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "chain")
     started = time.time()
-    state, result = run_ci(CiParameters(
-        repo=str(repo), ref="main", spec_path="deliver.yaml",
-        advisory_url=sandbox_config.advisory_url, build_args={"BASE_IMAGE": base_image},
-        cache_dir=str(sandbox_config.state_dir / "ci-cache"),
-    ))  # fmt: skip
+    state, result = run_ci(
+        CiParameters(
+            repo=str(repo),
+            ref="main",
+            spec_path="deliver.yaml",
+            advisory_url=sandbox_config.advisory_url,
+            build_args={"BASE_IMAGE": base_image},
+            cache_dir=str(sandbox_config.state_dir / "ci-cache"),
+        )
+    )
     assert state.is_completed(), result
     deployment_id = deployed["release-staging"]["deployment_id"]
 
@@ -152,11 +180,15 @@ def test_nightly_runs_at_two_in_an_explicit_configurable_zone(deployed):
         async def read() -> list[Any]:
             async with get_client() as client:
                 return await client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(
-                        any_=[deployed["nightly"]["deployment_id"]])),
-                )  # fmt: skip
+                    flow_run_filter=FlowRunFilter(
+                        state=FlowRunFilterState(
+                            type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                        )
+                    ),
+                    deployment_filter=DeploymentFilter(
+                        id=DeploymentFilterId(any_=[deployed["nightly"]["deployment_id"]])
+                    ),
+                )
 
         deadline = time.monotonic() + 90
         while not (runs := asyncio.run(read())):

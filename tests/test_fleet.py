@@ -45,9 +45,12 @@ def fleet_images(docker_engine, registry, base_image, sandbox_config, prefect_ap
     reset_fleet(docker_engine, sandbox_config)
     fleet = cast(DeployTarget, DeployTarget.load(FLEET))
     DeployTarget(**{**fleet.model_dump(), "health_timeout_s": 2.0}).save(QUICK, overwrite=True)
-    found = {name: push_sample(docker_engine, registry, base_image, REPOSITORY, name,
-                               {"VERSION": version})
-             for name, version in VERSIONS.items()}  # fmt: skip
+    found = {
+        name: push_sample(
+            docker_engine, registry, base_image, REPOSITORY, name, {"VERSION": version}
+        )
+        for name, version in VERSIONS.items()
+    }
     yield found
     reset_fleet(docker_engine, sandbox_config)
 
@@ -187,8 +190,9 @@ def test_rollback_returns_every_host_to_a_kept_version(fleet_images, sandbox_con
     """`rollback` of a fleet: every host back on 4.0.1 the same way, host by host."""
     from flows.release import RollbackParameters, rollback
 
-    parameters = RollbackParameters(environment="production", target_block=QUICK,
-                                    to_version="4.0.1", requested_by="tester")  # fmt: skip
+    parameters = RollbackParameters(
+        environment="production", target_block=QUICK, to_version="4.0.1", requested_by="tester"
+    )
     state = rollback(parameters, return_state=True)
     assert state.is_completed(), state.result(raise_on_failure=False)
     assert fleet_versions(sandbox_config) == {h: ("4.0.1", "4.0.1") for h in HOSTS}

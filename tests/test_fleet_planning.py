@@ -15,15 +15,28 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ+fleet"
 
 
 def host(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "host": "10.0.0.1", "slot_ports": {"blue": 8001, "green": 8002},
-            "state_dir": "/srv/deliver", "nginx_upstream_file": "/etc/nginx/app.conf",
-            "front_url": "http://10.0.0.1", **extra}  # fmt: skip
+    return {
+        "name": name,
+        "host": "10.0.0.1",
+        "slot_ports": {"blue": 8001, "green": 8002},
+        "state_dir": "/srv/deliver",
+        "nginx_upstream_file": "/etc/nginx/app.conf",
+        "front_url": "http://10.0.0.1",
+        **extra,
+    }
 
 
 def fleet(**extra: Any) -> dict[str, Any]:
-    return {"environment": "production", "user": "deploy", "private_key": "k", "app_name": "app",
-            "host_keys": [KEY], "nginx_command": ["nginx"],
-            "hosts": [host("web-1"), host("web-2"), host("web-3")], **extra}  # fmt: skip
+    return {
+        "environment": "production",
+        "user": "deploy",
+        "private_key": "k",
+        "app_name": "app",
+        "host_keys": [KEY],
+        "nginx_command": ["nginx"],
+        "hosts": [host("web-1"), host("web-2"), host("web-3")],
+        **extra,
+    }
 
 
 def test_batches_keep_order_and_size():

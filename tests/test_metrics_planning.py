@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pytest
 
@@ -16,9 +17,11 @@ def at(hours: float) -> datetime.datetime:
     return T0 + datetime.timedelta(hours=hours)
 
 
-def record(hours: float, outcome: str, version: str, **extra: object) -> ReleaseRecord:
-    return ReleaseRecord(at=at(hours), environment=extra.pop("environment", "production"),  # type: ignore[arg-type]
-                         outcome=outcome, version=version, **extra)  # type: ignore[arg-type]  # fmt: skip
+def record(hours: float, outcome: str, version: str, **extra: Any) -> ReleaseRecord:
+    environment = str(extra.pop("environment", "production"))
+    return ReleaseRecord(
+        at=at(hours), environment=environment, outcome=outcome, version=version, **extra
+    )
 
 
 HISTORY = [
@@ -58,8 +61,10 @@ def test_the_four_keys_of_a_known_history():
 def test_an_empty_window_has_no_rates():
     metrics = compute([], since=T0, until=at(24))
     assert (metrics.releases, metrics.change_failure_rate, metrics.median_lead_time_s) == (
-        0, None, None,
-    )  # fmt: skip
+        0,
+        None,
+        None,
+    )
     assert table_rows(metrics)[2]["value"] == "-"
 
 
@@ -75,10 +80,15 @@ def test_bad_windows(text):
 
 
 def test_notice_text_is_short_and_names_service_version_environment():
-    notice = Notice(kind=NoticeKind.APPROVAL_WAITING, service="stock-api", version="1.4.2",
-                    environment="production", detail="requested by ci-tag\n  waits 3600 s",
-                    link="http://127.0.0.1:4200/runs/flow-run/abc",
-                    command='deliver approve abc --approver <you> --reason "<why>"')  # fmt: skip
+    notice = Notice(
+        kind=NoticeKind.APPROVAL_WAITING,
+        service="stock-api",
+        version="1.4.2",
+        environment="production",
+        detail="requested by ci-tag\n  waits 3600 s",
+        link="http://127.0.0.1:4200/runs/flow-run/abc",
+        command='deliver approve abc --approver <you> --reason "<why>"',
+    )
     assert subject(notice) == "stock-api 1.4.2 → production: waiting for approval"
     assert body(notice).splitlines() == [
         "requested by ci-tag waits 3600 s",

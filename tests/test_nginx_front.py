@@ -45,10 +45,21 @@ def slots():
 def reload_nginx(nginx_front) -> None:
     config = nginx_front["config_file"]
     done = subprocess.run(
-        [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(config.parent), "-c", str(config),
-         "-e", str(config.parent / "error.log"), "-s", "reload"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            "-p",
+            str(config.parent),
+            "-c",
+            str(config),
+            "-e",
+            str(config.parent / "error.log"),
+            "-s",
+            "reload",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 

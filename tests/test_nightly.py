@@ -40,8 +40,9 @@ def _latest_artifact(key: str) -> Any:
         async with get_client() as client:
             found = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                sort=ArtifactSort.CREATED_DESC, limit=1,
-            )  # fmt: skip
+                sort=ArtifactSort.CREATED_DESC,
+                limit=1,
+            )
             return found[0] if found else None
 
     return asyncio.run(read())
@@ -52,12 +53,17 @@ def test_nightly_deployment_tests_fresh_dependencies_benchmarks_and_reports(
 ):
     """Started the way the UI's Run button starts it; the worker runs it to completion."""
     parameters = {
-        "repo": ".", "ref": "main", "spec_path": "examples/stock-api/deliver.yaml",
-        "checks": ["tests"], "benchmarks": ["sandbox_up --repeat 1"], "metrics_window": "30d",
+        "repo": ".",
+        "ref": "main",
+        "spec_path": "examples/stock-api/deliver.yaml",
+        "checks": ["tests"],
+        "benchmarks": ["sandbox_up --repeat 1"],
+        "metrics_window": "30d",
         "advisory_url": sandbox_config.advisory_url,
-    }  # fmt: skip
-    run = cast(FlowRun, run_deployment(deployment, parameters={"parameters": parameters},
-                                       timeout=600))  # fmt: skip
+    }
+    run = cast(
+        FlowRun, run_deployment(deployment, parameters={"parameters": parameters}, timeout=600)
+    )
     assert run.state is not None
     assert run.state.is_completed(), run.state
     report = _latest_artifact("nightly-stock-api")
@@ -71,13 +77,17 @@ def test_nightly_deployment_tests_fresh_dependencies_benchmarks_and_reports(
     assert metrics.flow_run_id == run.id
     rows = json.loads(str(metrics.data))
     assert [row["metric"] for row in rows] == [
-        "deployment frequency", "lead time for changes", "change failure rate", "time to restore",
-    ]  # fmt: skip
+        "deployment frequency",
+        "lead time for changes",
+        "change failure rate",
+        "time to restore",
+    ]
 
 
 def test_a_failed_nightly_is_notified_once(inbox, tmp_path):
-    parameters = NightlyParameters(repo=str(tmp_path / "gone"), benchmarks=[],
-                                   notify_block="custom-webhook/nightly-chat")  # fmt: skip
+    parameters = NightlyParameters(
+        repo=str(tmp_path / "gone"), benchmarks=[], notify_block="custom-webhook/nightly-chat"
+    )
     state = nightly(parameters, return_state=True)
     assert state.is_failed()
     texts = [message["text"] for message in inbox.messages()]
@@ -87,9 +97,13 @@ def test_a_failed_nightly_is_notified_once(inbox, tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"benchmarks": ["rm -rf /"]}, {"metrics_window": "a month"}, {"notify_block": "chat"},
-     {"checks": "tests"}],
-)  # fmt: skip
+    [
+        {"benchmarks": ["rm -rf /"]},
+        {"metrics_window": "a month"},
+        {"notify_block": "chat"},
+        {"checks": "tests"},
+    ],
+)
 def test_malformed_nightly_parameters_are_refused(bad):
     with pytest.raises(ValidationError):
         NightlyParameters.model_validate({"repo": ".", **bad})

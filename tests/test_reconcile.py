@@ -13,8 +13,10 @@ def state(slot: Slot) -> HostState:
 
 def test_nginx_serving_the_other_slot_is_adopted():
     """Killed after the switch: nginx serves green, the record says blue: green becomes live."""
-    running = [RunningSlot(slot=Slot.BLUE, version="1.0", image=OLD),
-               RunningSlot(slot=Slot.GREEN, version="2.0", image=NEW)]  # fmt: skip
+    running = [
+        RunningSlot(slot=Slot.BLUE, version="1.0", image=OLD),
+        RunningSlot(slot=Slot.GREEN, version="2.0", image=NEW),
+    ]
     fixed = reconcile(state(Slot.BLUE), running, Slot.GREEN, now="t1")
     assert fixed is not None
     assert fixed.live is not None

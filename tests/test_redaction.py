@@ -73,8 +73,9 @@ def test_log_records_and_tracebacks_are_masked(redactor, monkeypatch):
     import deliver.redaction as redaction
 
     monkeypatch.setattr(redaction, "SECRETS", redactor)
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "login with %s", (canaries.TOKEN,),
-                               None)  # fmt: skip
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "login with %s", (canaries.TOKEN,), None
+    )
     try:
         raise RuntimeError(f"refused {canaries.AWKWARD}")
     except RuntimeError:

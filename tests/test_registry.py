@@ -49,9 +49,14 @@ def test_pushed_tag_pulls_back_with_generated_credentials(registry, tiny_image, 
     image, tag = tiny_image
     remote = f"{registry['address']}/{tag}"
     login = docker_cli(
-        "login", registry["address"], "-u", registry["username"], "--password-stdin",
-        env=docker_config_env, stdin=registry["password"],
-    )  # fmt: skip
+        "login",
+        registry["address"],
+        "-u",
+        registry["username"],
+        "--password-stdin",
+        env=docker_config_env,
+        stdin=registry["password"],
+    )
     assert login.returncode == 0, login.stderr
     assert docker_cli("tag", tag, remote, env=docker_config_env).returncode == 0
     push = docker_cli("push", remote, env=docker_config_env)
@@ -67,9 +72,14 @@ def test_pushed_tag_pulls_back_with_generated_credentials(registry, tiny_image, 
 def test_wrong_password_is_refused(registry, docker_config_env):
     """docker login with a wrong password fails."""
     login = docker_cli(
-        "login", registry["address"], "-u", registry["username"], "--password-stdin",
-        env=docker_config_env, stdin="not-the-password",
-    )  # fmt: skip
+        "login",
+        registry["address"],
+        "-u",
+        registry["username"],
+        "--password-stdin",
+        env=docker_config_env,
+        stdin="not-the-password",
+    )
     assert login.returncode != 0
     assert "unauthorized" in login.stderr.lower()
 

@@ -51,17 +51,23 @@ def reset_hosts(docker_engine: Any, sandbox_config: Any) -> None:
 def images(docker_engine, registry, base_image, sandbox_config, prefect_api):
     """Every variant of the sample built and pushed; name -> repository@sha256:..."""
     reset_hosts(docker_engine, sandbox_config)
-    found = {name: push_sample(docker_engine, registry, base_image, REPOSITORY, name, args)
-             for name, args in VARIANTS.items()}  # fmt: skip
+    found = {
+        name: push_sample(docker_engine, registry, base_image, REPOSITORY, name, args)
+        for name, args in VARIANTS.items()
+    }
     yield found
     reset_hosts(docker_engine, sandbox_config)
 
 
 def run_release(image: str, environment: str, version: str, **extra: Any) -> tuple[Any, Any]:
     parameters = ReleaseParameters(
-        image=image, environment=environment, version=version, git_sha=SHA,
-        requested_by="tester", **extra,
-    )  # fmt: skip
+        image=image,
+        environment=environment,
+        version=version,
+        git_sha=SHA,
+        requested_by="tester",
+        **extra,
+    )
     state = release(parameters, return_state=True)
     return state, state.result(raise_on_failure=False)
 
@@ -90,8 +96,13 @@ class ProductionRelease:
         self.outcome = run_release(image, "production", version, **extra)
 
     def decide(self, decision: str = "approve", approver: str = "demo-approver", **kw: str) -> None:
-        decide(waiting_run(self.version), decision=decision, approver=approver,
-               reason=kw.get("reason", ""), code=kw.get("code", ""))  # fmt: skip
+        decide(
+            waiting_run(self.version),
+            decision=decision,
+            approver=approver,
+            reason=kw.get("reason", ""),
+            code=kw.get("code", ""),
+        )
 
     def result(self) -> tuple[Any, Any]:
         self.thread.join(timeout=180)
@@ -228,10 +239,32 @@ def test_unknown_host_key_runs_nothing(images, sandbox_config, docker_engine):
 
 
 HOSTILE = [
-    "1.0; rm -rf /", "$(id)", "`id`", "1.0\nid", "'quoted'", '"dq"', "-rf", "--help", "a b",
-    "1.0|cat", "1.0&&id", "${HOME}", "1.0>out", "<in", "*", "~root", "1.0\\", "a\tb", "",
-    "\x00nul", "ünï", "../../etc", "1.0;", "-", "$'x'",
-]  # fmt: skip
+    "1.0; rm -rf /",
+    "$(id)",
+    "`id`",
+    "1.0\nid",
+    "'quoted'",
+    '"dq"',
+    "-rf",
+    "--help",
+    "a b",
+    "1.0|cat",
+    "1.0&&id",
+    "${HOME}",
+    "1.0>out",
+    "<in",
+    "*",
+    "~root",
+    "1.0\\",
+    "a\tb",
+    "",
+    "\x00nul",
+    "ünï",
+    "../../etc",
+    "1.0;",
+    "-",
+    "$'x'",
+]
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -239,11 +272,13 @@ def test_hostile_labels_are_refused(value):
     """Shell syntax, whitespace, quotes or a leading '-' in version or requester: refused."""
     digest = "127.0.0.1:5001/app@sha256:" + "a" * 64
     with pytest.raises(ValidationError):
-        ReleaseParameters(image=digest, environment="staging", version=value, git_sha=SHA,
-                          requested_by="tester")  # fmt: skip
+        ReleaseParameters(
+            image=digest, environment="staging", version=value, git_sha=SHA, requested_by="tester"
+        )
     with pytest.raises(ValidationError):
-        ReleaseParameters(image=digest, environment="staging", version="1.0", git_sha=SHA,
-                          requested_by=value)  # fmt: skip
+        ReleaseParameters(
+            image=digest, environment="staging", version="1.0", git_sha=SHA, requested_by=value
+        )
 
 
 def test_hostile_values_arrive_remotely_as_one_argument(sandbox_config):
@@ -263,21 +298,32 @@ def test_hostile_values_arrive_remotely_as_one_argument(sandbox_config):
 
 @pytest.mark.parametrize(
     "image",
-    ["127.0.0.1:5001/app:latest", "app", "127.0.0.1:5001/app@sha256:abc",
-     "127.0.0.1:5001/app@sha256:" + "A" * 64, "x@sha256:" + "a" * 64 + ";id"],
-)  # fmt: skip
+    [
+        "127.0.0.1:5001/app:latest",
+        "app",
+        "127.0.0.1:5001/app@sha256:abc",
+        "127.0.0.1:5001/app@sha256:" + "A" * 64,
+        "x@sha256:" + "a" * 64 + ";id",
+    ],
+)
 def test_images_must_be_by_digest(image):
     """A tag, a short or uppercase digest, or trailing syntax: refused before a host is touched."""
     with pytest.raises(ValidationError, match="image"):
-        ReleaseParameters(image=image, environment="staging", version="1.0", git_sha=SHA,
-                          requested_by="tester")  # fmt: skip
+        ReleaseParameters(
+            image=image, environment="staging", version="1.0", git_sha=SHA, requested_by="tester"
+        )
 
 
 @pytest.mark.parametrize("environment", ["Prod", "qa;id", "", "-x", "a" * 32])
 def test_environment_names_are_plain_tokens(environment):
     with pytest.raises(ValidationError, match="environment name"):
-        ReleaseParameters(image=f"app@sha256:{'a' * 64}", environment=environment, version="1.0",
-                          git_sha=SHA, requested_by="tester")  # fmt: skip
+        ReleaseParameters(
+            image=f"app@sha256:{'a' * 64}",
+            environment=environment,
+            version="1.0",
+            git_sha=SHA,
+            requested_by="tester",
+        )
 
 
 def test_a_third_environment_gets_its_own_limit_on_its_first_release(
@@ -333,8 +379,9 @@ def test_production_releases_started_at_once_run_one_at_a_time(images, sandbox_c
         decider.join()
     outcomes = [production.result() for production in releases]
     assert all(state.is_completed() for state, _ in outcomes), outcomes
-    history = [r for r in host_state(sandbox_config, "production")["history"]
-               if r["version"] in versions]  # fmt: skip
+    history = [
+        r for r in host_state(sandbox_config, "production")["history"] if r["version"] in versions
+    ]
     assert len(history) == 3
     spans = sorted((record["began"], record["at"]) for record in history)
     for (_, ended), (began, _) in itertools.pairwise(spans):
@@ -428,21 +475,30 @@ def test_rollback_to_previous_and_named_versions(images, sandbox_config):
     live = host_state(sandbox_config, "production")["live"]["version"]
     other = "1.0.2" if live == "1.0.1" else "1.0.1"
     cli = [sys.executable, "-m", "deliver.cli"]
-    done = subprocess.run([*cli, "rollback", "--env", "production", "--sandbox"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [*cli, "rollback", "--env", "production", "--sandbox"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert version_at(front) == other
     assert host_state(sandbox_config, "production")["history"][-1]["outcome"] == "rolled-back"
-    done = subprocess.run([*cli, "rollback", "--env", "production", "--to", live, "--sandbox"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [*cli, "rollback", "--env", "production", "--to", live, "--sandbox"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert version_at(front) == live
     absent = [*cli, "rollback", "--env", "production", "--to", "9.9.9", "--sandbox"]
     missing = subprocess.run(absent, capture_output=True, text=True, check=False)
     assert missing.returncode == 1
     assert "no kept version 9.9.9" in missing.stderr
-    status = subprocess.run([*cli, "status", "--json", "--sandbox"],
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    status = subprocess.run(
+        [*cli, "status", "--json", "--sandbox"], capture_output=True, text=True, check=False
+    )
     assert status.returncode == 0, status.stderr[-2000:]
     production = next(s for s in json.loads(status.stdout) if s["environment"] == "production")
     assert production["live"]["version"] == live
@@ -460,10 +516,17 @@ def test_kill_9_after_the_switch_converges(images, sandbox_config, docker_engine
 
     state, _ = run_release(images["v2"], "staging", "1.0.2")
     assert state.is_completed()
-    parameters = ReleaseParameters(image=images["v2"], environment="production", version="1.0.2",
-                                   git_sha=SHA, requested_by="tester")  # fmt: skip
-    script = ("import sys; from flows.release import ReleaseParameters, release; "
-              "release(ReleaseParameters.model_validate_json(sys.argv[1]))")  # fmt: skip
+    parameters = ReleaseParameters(
+        image=images["v2"],
+        environment="production",
+        version="1.0.2",
+        git_sha=SHA,
+        requested_by="tester",
+    )
+    script = (
+        "import sys; from flows.release import ReleaseParameters, release; "
+        "release(ReleaseParameters.model_validate_json(sys.argv[1]))"
+    )
     argv = [sys.executable, "-c", script, parameters.model_dump_json()]
     quiet = subprocess.DEVNULL
     child = subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=quiet, stderr=quiet)
@@ -473,9 +536,13 @@ def test_kill_9_after_the_switch_converges(images, sandbox_config, docker_engine
     async def switched() -> bool:
         async with get_client() as client:
             runs = await client.read_task_runs()
-            return any(r.name.startswith("switch-to-") and r.flow_run_id is not None
-                       and str(r.flow_run_id) == run_id and r.state_name == "Completed"
-                       for r in runs)  # fmt: skip
+            return any(
+                r.name.startswith("switch-to-")
+                and r.flow_run_id is not None
+                and str(r.flow_run_id) == run_id
+                and r.state_name == "Completed"
+                for r in runs
+            )
 
     import asyncio
 
@@ -522,9 +589,14 @@ def test_deployment_release_suspends_without_holding_a_process(images, sandbox_c
     state, _ = run_release(images["v1"], "staging", "1.0.1")
     assert state.is_completed()
     deployment_id = deploy_release(sandbox_config.work_pool)
-    parameters = {"image": images["v1"], "environment": "production", "version": "1.0.1",
-                  "git_sha": SHA, "requested_by": "tester",
-                  "notify_block": "custom-webhook/sandbox-chat"}  # fmt: skip
+    parameters = {
+        "image": images["v1"],
+        "environment": "production",
+        "version": "1.0.1",
+        "git_sha": SHA,
+        "requested_by": "tester",
+        "notify_block": "custom-webhook/sandbox-chat",
+    }
     run_id = start_release(deployment_id, parameters)
     run = wait_for(run_id, until={"PAUSED"}, timeout_s=120)
     assert run.state.name == "Suspended", run.state
@@ -541,8 +613,9 @@ def test_deployment_release_suspends_without_holding_a_process(images, sandbox_c
     assert record["flow_run"] == str(run_id)
     # Resumed, the run starts again from the top; its notices still go out once each.
     chat = sandbox_config.component_dir("chat") / "messages.jsonl"
-    about_run = [json.loads(line)["text"] for line in chat.read_text().splitlines()
-                 if str(run_id) in line]  # fmt: skip
+    about_run = [
+        json.loads(line)["text"] for line in chat.read_text().splitlines() if str(run_id) in line
+    ]
     assert [text.splitlines()[0] for text in about_run] == [
         "*stock-api 1.0.1 → production: waiting for approval*",
         "*stock-api 1.0.1 → production: released*",
@@ -557,14 +630,24 @@ def test_deliver_release_runs_the_flow_and_refuses_bad_input(images, sandbox_con
 
     cli = [sys.executable, "-m", "deliver.cli", "release", "--env", "staging", "--sandbox"]
     args = ["--version", "1.0.2", "--git-sha", SHA, "--json"]
-    done = subprocess.run([*cli, "--image", images["v2"], *args], cwd=PROJECT_DIR,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [*cli, "--image", images["v2"], *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["version"] == "1.0.2"
     assert version_at(result["url"]) == "1.0.2"
-    refused = subprocess.run([*cli, "--image", "release-test:v2", *args], cwd=PROJECT_DIR,
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    refused = subprocess.run(
+        [*cli, "--image", "release-test:v2", *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert refused.returncode == 2
     assert "--image" in refused.stderr
     assert "by digest" in refused.stderr

@@ -43,10 +43,12 @@ def test_fifty_deployment_runs_at_once_none_crash(prefect_api, sandbox_state):
             # One request first: concurrent requests that each fetch the client's CSRF token
             # invalidate each other's (403 "Invalid CSRF token").
             first = await client.create_flow_run_from_deployment(deployment, tags=["scale"])
-            rest = await asyncio.gather(*[
-                client.create_flow_run_from_deployment(deployment, tags=["scale"])
-                for _ in range(RUNS - 1)
-            ])  # fmt: skip
+            rest = await asyncio.gather(
+                *[
+                    client.create_flow_run_from_deployment(deployment, tags=["scale"])
+                    for _ in range(RUNS - 1)
+                ]
+            )
             return [first.id, *(run.id for run in rest)]
 
     async def read(ids: list[UUID]) -> list[Any]:
@@ -77,9 +79,14 @@ def ci_and_release_deployments(prefect_api) -> Iterator[dict[str, UUID]]:
 
 
 def test_twenty_pipelines_and_releases_to_three_environments_at_once(
-    ci_and_release_deployments, sandbox_state, sandbox_config, registry, base_image,
-    docker_engine, tmp_path,
-):  # fmt: skip
+    ci_and_release_deployments,
+    sandbox_state,
+    sandbox_config,
+    registry,
+    base_image,
+    docker_engine,
+    tmp_path,
+):
     """20 `ci` runs and 3 releases to each of staging, qa and production, all created at once
     on the workers: every one completes, none is lost or made twice, each environment's
     releases run one at a time, and the server never answers "database is locked"."""
@@ -100,19 +107,28 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
     shutil.copytree(PROJECT_DIR / "examples" / "stock-api", repo, ignore=ignore)
     spec = repo / "deliver.yaml"
     spec.write_text(spec.read_text().replace("  name: stock-api\n", "  name: scale-ci\n"))
-    who = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
+    who = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     for argv in (["init", "-q", "-b", "scale"], ["add", "-A"], ["commit", "-q", "-m", "scale"]):
         subprocess.run(["git", *argv], cwd=repo, check=True, env={**os.environ, **who})
-    image = push_sample(docker_engine, registry, base_image, "scale-release", "5.0.0",
-                        {"VERSION": "5.0.0"})  # fmt: skip
+    image = push_sample(
+        docker_engine, registry, base_image, "scale-release", "5.0.0", {"VERSION": "5.0.0"}
+    )
     staged = release_now(image, "staging", "5.0.0")  # production takes only what staging serves
     assert staged, "the first staging release failed"
     deployed = ci_and_release_deployments
-    ci_parameters = {"repo": str(repo), "ref": "scale", "spec_path": "deliver.yaml",
-                     "advisory_url": sandbox_config.advisory_url,
-                     "build_args": {"BASE_IMAGE": base_image},
-                     "cache_dir": str(sandbox_config.state_dir / "ci-cache")}  # fmt: skip
+    ci_parameters = {
+        "repo": str(repo),
+        "ref": "scale",
+        "spec_path": "deliver.yaml",
+        "advisory_url": sandbox_config.advisory_url,
+        "build_args": {"BASE_IMAGE": base_image},
+        "cache_dir": str(sandbox_config.state_dir / "ci-cache"),
+    }
     wanted: list[tuple[UUID, dict[str, Any]]] = [(deployed["ci"], ci_parameters)] * PIPELINES
     versions: dict[str, list[str]] = {}
     session = uuid.uuid4().hex[:6]  # hosts keep every release's history: this run's are its own
@@ -120,9 +136,19 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
         versions[environment] = [f"5.0.{n}-{session}" for n in range(1, count + 1)]
         kind = "release-production" if environment == "production" else "release-staging"
         deployment = deployed[kind]
-        wanted += [(deployment, {"image": image, "environment": environment, "version": version,
-                                 "git_sha": "5" * 40, "requested_by": "scale-test"})
-                   for version in versions[environment]]  # fmt: skip
+        wanted += [
+            (
+                deployment,
+                {
+                    "image": image,
+                    "environment": environment,
+                    "version": version,
+                    "git_sha": "5" * 40,
+                    "requested_by": "scale-test",
+                },
+            )
+            for version in versions[environment]
+        ]
 
     async def start() -> list[UUID]:
         async with get_client() as client:
@@ -130,11 +156,14 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
             first = await client.create_flow_run_from_deployment(
                 first_id, parameters={"parameters": first_params}, tags=["scale"]
             )  # one request first: see the CSRF note above
-            others = await asyncio.gather(*[
-                client.create_flow_run_from_deployment(
-                    deployment, parameters={"parameters": parameters}, tags=["scale"])
-                for deployment, parameters in rest
-            ])  # fmt: skip
+            others = await asyncio.gather(
+                *[
+                    client.create_flow_run_from_deployment(
+                        deployment, parameters={"parameters": parameters}, tags=["scale"]
+                    )
+                    for deployment, parameters in rest
+                ]
+            )
             return [first.id, *(run.id for run in others)]
 
     async def read(ids: list[UUID]) -> list[Any]:
@@ -151,8 +180,13 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
     while True:
         for waiting in waiting_releases():
             if waiting.version in versions["production"] and waiting.run_id not in approved:
-                decide(waiting.run_id, decision="approve", approver="demo-approver",
-                       reason="scale test", code="")  # fmt: skip
+                decide(
+                    waiting.run_id,
+                    decision="approve",
+                    approver="demo-approver",
+                    reason="scale test",
+                    code="",
+                )
                 approved.add(waiting.run_id)
         runs = asyncio.run(read(ids))
         if all(r.state and r.state.is_final() for r in runs):
@@ -167,8 +201,11 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
     ]
     assert len(approved) == RELEASES["production"]
     for environment, expected in versions.items():
-        history = [r for r in host_state(sandbox_config, environment)["history"]
-                   if r["version"] in expected]  # fmt: skip
+        history = [
+            r
+            for r in host_state(sandbox_config, environment)["history"]
+            if r["version"] in expected
+        ]
         assert sorted(r["version"] for r in history) == expected  # each once: none lost, none twice
         spans = sorted((record["began"], record["at"]) for record in history)
         for (_, ended), (began, _) in itertools.pairwise(spans):
@@ -181,6 +218,11 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
 def release_now(image: str, environment: str, version: str) -> bool:
     from flows.release import ReleaseParameters, release
 
-    parameters = ReleaseParameters(image=image, environment=environment, version=version,
-                                   git_sha="5" * 40, requested_by="scale-test")  # fmt: skip
+    parameters = ReleaseParameters(
+        image=image,
+        environment=environment,
+        version=version,
+        git_sha="5" * 40,
+        requested_by="scale-test",
+    )
     return bool(release(parameters, return_state=True).is_completed())

@@ -101,26 +101,36 @@ def canary_blocks(secrets, sandbox_config, registry, prefect_api) -> Iterator[No
     key = paramiko.RSAKey.from_private_key(io.StringIO(secrets["ssh key"]))
     public = f"{key.get_name()} {key.get_base64()} canary"
     saved: dict[Path, str] = {}
-    authorized = [sandbox_config.component_dir(f"ssh-{env}") / "authorized_keys"
-                  for env in ("staging", "production")]  # fmt: skip
+    authorized = [
+        sandbox_config.component_dir(f"ssh-{env}") / "authorized_keys"
+        for env in ("staging", "production")
+    ]
     for path, line in [(htpasswd, f"{USER}:{hashed}"), *[(p, public) for p in authorized]]:
         saved[path] = path.read_text()
         path.write_text(saved[path] + line + "\n")
     DockerRegistryCredentials(
-        username=USER, password=secrets["registry password"],
+        username=USER,
+        password=secrets["registry password"],
         registry_url=registry["address"],
-    ).save("canary-registry", overwrite=True)  # fmt: skip
+    ).save("canary-registry", overwrite=True)
     for environment in ("staging", "production"):
         target = cast(DeployTarget, DeployTarget.load(environment))
-        DeployTarget(**{
-            **target.model_dump(), "private_key": secrets["ssh key"],
-            "registry_block": "canary-registry",
-        }).save(f"canary-{environment}", overwrite=True)  # fmt: skip
+        DeployTarget(
+            **{
+                **target.model_dump(),
+                "private_key": secrets["ssh key"],
+                "registry_block": "canary-registry",
+            }
+        ).save(f"canary-{environment}", overwrite=True)
     Secret(value=secrets["webhook secret"]).save("canary-webhook-secret", overwrite=True)
     CustomWebhookNotificationBlock(
-        name="canary chat", url="{{url}}", json_data={"text": "*{{subject}}*\n{{body}}"},
-        secrets=SecretDict({"url": secrets["notification url"]}), headers=None, cookies=None,
-    ).save("canary-chat", overwrite=True)  # fmt: skip
+        name="canary chat",
+        url="{{url}}",
+        json_data={"text": "*{{subject}}*\n{{body}}"},
+        secrets=SecretDict({"url": secrets["notification url"]}),
+        headers=None,
+        cookies=None,
+    ).save("canary-chat", overwrite=True)
     try:
         yield
     finally:
@@ -134,18 +144,31 @@ def ci_through_the_webhook(repo: Path, sandbox_config: Any, base_image: str) -> 
     deploy_all(only=["ci"])
     secret = load_block(Secret, "canary-webhook-secret").value.get_secret_value()
     text = secret if isinstance(secret, str) else json.dumps(secret)
-    settings = WebhookSettings(secret=text.encode(), ci_defaults={
-        "spec_path": "deliver.yaml", "advisory_url": sandbox_config.advisory_url,
-        "cache_dir": str(sandbox_config.state_dir / "ci-cache"),
-        "build_args": {"BASE_IMAGE": base_image}, "registry_block": "canary-registry",
-        "notify_block": NOTIFY,
-    })  # fmt: skip
+    settings = WebhookSettings(
+        secret=text.encode(),
+        ci_defaults={
+            "spec_path": "deliver.yaml",
+            "advisory_url": sandbox_config.advisory_url,
+            "cache_dir": str(sandbox_config.state_dir / "ci-cache"),
+            "build_args": {"BASE_IMAGE": base_image},
+            "registry_block": "canary-registry",
+            "notify_block": NOTIFY,
+        },
+    )
     server = serve(settings, port=0)
-    body = json.dumps({"ref": "refs/heads/main", "after": git(repo, "rev-parse", "HEAD"),
-                       "repository": {"clone_url": str(repo)}}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "after": git(repo, "rev-parse", "HEAD"),
+            "repository": {"clone_url": str(repo)},
+        }
+    ).encode()
     signature = "sha256=" + hmac.new(text.encode(), body, hashlib.sha256).hexdigest()
-    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
-               "X-Hub-Signature-256": signature}  # fmt: skip
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature,
+    }
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         answer = httpx.post(url, content=body, headers=headers, timeout=60)
@@ -159,9 +182,12 @@ def ci_through_the_webhook(repo: Path, sandbox_config: Any, base_image: str) -> 
             run = await client.read_flow_run(UUID(run_id))
             if not (run.state and run.state.is_final()):
                 return None
-            artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["ci-stock-api"]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])))  # fmt: skip
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["ci-stock-api"]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
+                )
+            )
             return run, artifacts
 
     deadline = time.monotonic() + 300
@@ -193,8 +219,13 @@ def delivered(canary_blocks, sandbox_config, base_image, tmp_path_factory) -> di
     blocks = {"target_block": "canary-staging", "notify_block": NOTIFY}
     staged, result = run_release(image, "staging", "9.9.9", **blocks)
     assert staged.is_completed(), result
-    production = ProductionRelease(image, "9.9.9", target_block="canary-production",
-                                   staging_block="canary-staging", notify_block=NOTIFY)  # fmt: skip
+    production = ProductionRelease(
+        image,
+        "9.9.9",
+        target_block="canary-production",
+        staging_block="canary-staging",
+        notify_block=NOTIFY,
+    )
     production.decide(reason="canary run")
     released, result = production.result()
     assert released.is_completed(), result
@@ -231,8 +262,12 @@ async def _postgres_rows(url: str, since: datetime.datetime) -> list[tuple[str, 
 
     connection = await asyncpg.connect(url)
     try:
-        tables = [r["tablename"] for r in await connection.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]  # fmt: skip
+        tables = [
+            r["tablename"]
+            for r in await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        ]
         rows = []
         for table in tables:
             if table.startswith("block_"):
@@ -374,6 +409,10 @@ def test_the_search_finds_a_canary_when_it_is_there(secrets):
 
     patterns = matcher(secrets)
     for name, value in secrets.items():
-        for text in (value, base64.b64encode(f"u:{value}".encode()).decode(),
-                     urllib.parse.quote(value, safe=""), json.dumps({"v": value})):  # fmt: skip
+        for text in (
+            value,
+            base64.b64encode(f"u:{value}".encode()).decode(),
+            urllib.parse.quote(value, safe=""),
+            json.dumps({"v": value}),
+        ):
             assert patterns[name].search(text.encode()), (name, text[:40])

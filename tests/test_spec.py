@@ -20,8 +20,13 @@ def test_sample_spec_is_valid():
     """The sample service's deliver.yaml validates, with the six default kinds of check."""
     spec = load_spec(PROJECT_DIR / "examples" / "stock-api" / "deliver.yaml")
     assert [c.name for c in spec.checks] == [
-        "lint", "format", "types", "tests", "security", "dependencies"
-    ]  # fmt: skip
+        "lint",
+        "format",
+        "types",
+        "tests",
+        "security",
+        "dependencies",
+    ]
     assert spec.scan.fail_on == ["critical", "high"]
     assert any("--cov-fail-under=70" in arg for arg in spec.checks[3].run)
 

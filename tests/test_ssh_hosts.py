@@ -57,13 +57,28 @@ def test_openssh_client_with_strict_host_key_checking(ssh_hosts, environment):
     host = ssh_hosts[environment]
     done = subprocess.run(
         [
-            "ssh", "-p", str(host["port"]), "-i", str(host["deploy_key"]),
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={host['known_hosts']}",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-            f"{getpass.getuser()}@127.0.0.1", "echo", "openssh-ok",
+            "ssh",
+            "-p",
+            str(host["port"]),
+            "-i",
+            str(host["deploy_key"]),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={host['known_hosts']}",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            f"{getpass.getuser()}@127.0.0.1",
+            "echo",
+            "openssh-ok",
         ],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "openssh-ok"
 
@@ -97,12 +112,25 @@ def test_openssh_client_refuses_unknown_host(ssh_hosts, tmp_path):
     empty.write_text("")
     done = subprocess.run(
         [
-            "ssh", "-p", str(host["port"]), "-i", str(host["deploy_key"]),
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={empty}",
-            "-o", "BatchMode=yes", f"{getpass.getuser()}@127.0.0.1", "true",
+            "ssh",
+            "-p",
+            str(host["port"]),
+            "-i",
+            str(host["deploy_key"]),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={empty}",
+            "-o",
+            "BatchMode=yes",
+            f"{getpass.getuser()}@127.0.0.1",
+            "true",
         ],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 255
     assert "Host key verification failed" in done.stderr
 

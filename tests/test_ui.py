@@ -48,9 +48,15 @@ def browser(prefect_api, sandbox_config) -> Iterator[WebDriver]:
     options.binary_location = chromium
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     # No name is resolved but loopback's: the UI's analytics never leave the machine.
-    flags = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--headless=new",
-             "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--disable-background-networking", "--window-size=1400,1000"]  # fmt: skip
+    flags = [
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--window-size=1400,1000",
+    ]
     for flag in flags:
         options.add_argument(flag)
     chrome = webdriver.Chrome(service=Service(driver), options=options)
@@ -110,8 +116,11 @@ def replace_text(element: Any, text: str) -> None:
 def runs_of(deployment_id: str, since: datetime.datetime) -> list[Any]:
     async def read() -> list[Any]:
         async with get_client() as client:
-            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=[UUID(deployment_id)])))  # fmt: skip
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(
+                    id=DeploymentFilterId(any_=[UUID(deployment_id)])
+                )
+            )
             return [r for r in runs if r.created and r.created >= since]
 
     return asyncio.run(read())
@@ -120,9 +129,12 @@ def runs_of(deployment_id: str, since: datetime.datetime) -> list[Any]:
 def ci_image(run_id: UUID) -> str:
     async def read() -> list[Any]:
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["ci-stock-api"]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))  # fmt: skip
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["ci-stock-api"]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                )
+            )
 
     (report,) = asyncio.run(read())
     found = re.search(r"- image: `([^`]+)`", str(report.data))
@@ -138,8 +150,9 @@ def test_ci_from_the_run_form_then_approval_from_the_resume_form(
     repo = tmp_path / "ui-app"
     shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".*_cache"))
     dockerfile = repo / "Dockerfile"
-    dockerfile.write_text(re.sub(r"ARG BASE_IMAGE=\S+", f"ARG BASE_IMAGE={base_image}",
-                                 dockerfile.read_text()))  # fmt: skip
+    dockerfile.write_text(
+        re.sub(r"ARG BASE_IMAGE=\S+", f"ARG BASE_IMAGE={base_image}", dockerfile.read_text())
+    )
     (repo / "ui.txt").write_text(f"{time.time()}\n")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
@@ -174,8 +187,13 @@ def test_ci_from_the_run_form_then_approval_from_the_resume_form(
 
     state, result = run_release(image, "staging", version)
     assert state.is_completed(), result
-    release = {"image": image, "environment": "production", "version": version,
-               "git_sha": git(repo, "rev-parse", "HEAD"), "requested_by": "ui-test"}  # fmt: skip
+    release = {
+        "image": image,
+        "environment": "production",
+        "version": version,
+        "git_sha": git(repo, "rev-parse", "HEAD"),
+        "requested_by": "ui-test",
+    }
     run_id = start_release(deploy_release(sandbox_config.work_pool), release)
     waiting = wait_for(run_id, until={"PAUSED"}, timeout_s=180)
     assert waiting.state.name == "Suspended", waiting.state

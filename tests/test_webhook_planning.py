@@ -20,8 +20,9 @@ def sign(body: bytes, secret: bytes = SECRET) -> str:
 
 
 def push(ref: str = "refs/heads/main", after: str = SHA, **extra: object) -> bytes:
-    return json.dumps({"ref": ref, "after": after, "repository": {"clone_url": REPO},
-                       **extra}).encode()  # fmt: skip
+    return json.dumps(
+        {"ref": ref, "after": after, "repository": {"clone_url": REPO}, **extra}
+    ).encode()
 
 
 def pull_request(action: str = "opened") -> bytes:
@@ -30,8 +31,12 @@ def pull_request(action: str = "opened") -> bytes:
 
 
 def headers(body: bytes, event: str = "push", **overrides: str) -> dict[str, str]:
-    found = {"x-github-event": event, "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-             "x-hub-signature-256": sign(body), "content-length": str(len(body))}  # fmt: skip
+    found = {
+        "x-github-event": event,
+        "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "x-hub-signature-256": sign(body),
+        "content-length": str(len(body)),
+    }
     found.update(overrides)
     return {k: v for k, v in found.items() if v != "-"}
 
@@ -124,6 +129,7 @@ def test_malformed_deliveries_are_refused_with_4xx_and_start_nothing(case):
 
 def test_the_size_limit_is_checked_before_the_signature():
     body = b"x" * 2048
-    verdict = judge(headers(body, **{"x-hub-signature-256": "-"}), body, secret=SECRET,
-                    max_body=1024)  # fmt: skip
+    verdict = judge(
+        headers(body, **{"x-hub-signature-256": "-"}), body, secret=SECRET, max_body=1024
+    )
     assert verdict.status == 413

@@ -41,11 +41,16 @@ def ci_deployment(prefect_api, sandbox_state) -> str:
 
 @pytest.fixture(scope="module")
 def endpoint(ci_deployment, sandbox_config, base_image) -> Iterator[str]:
-    settings = WebhookSettings(secret=SECRET, max_body=1024 * 64, ci_defaults={
-        "spec_path": "deliver.yaml", "advisory_url": sandbox_config.advisory_url,
-        "cache_dir": str(sandbox_config.state_dir / "ci-cache"),
-        "build_args": {"BASE_IMAGE": base_image},
-    })  # fmt: skip
+    settings = WebhookSettings(
+        secret=SECRET,
+        max_body=1024 * 64,
+        ci_defaults={
+            "spec_path": "deliver.yaml",
+            "advisory_url": sandbox_config.advisory_url,
+            "cache_dir": str(sandbox_config.state_dir / "ci-cache"),
+            "build_args": {"BASE_IMAGE": base_image},
+        },
+    )
     port = free_port()
     server = serve(settings, port=port)
     yield f"http://127.0.0.1:{port}/"
@@ -55,8 +60,11 @@ def endpoint(ci_deployment, sandbox_config, base_image) -> Iterator[str]:
 def ci_runs(deployment_id: str) -> list[Any]:
     async def read() -> list[Any]:
         async with get_client() as client:
-            return await client.read_flow_runs(deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=[UUID(deployment_id)])))  # fmt: skip
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(
+                    id=DeploymentFilterId(any_=[UUID(deployment_id)])
+                )
+            )
 
     return asyncio.run(read())
 
@@ -70,10 +78,15 @@ def test_a_delivery_replayed_ten_times_at_once_starts_one_run(
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "hook")
     sha = git(repo, "rev-parse", "HEAD")
-    body = json.dumps({"ref": "refs/heads/main", "after": sha,
-                       "repository": {"clone_url": str(repo)}}).encode()  # fmt: skip
-    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
-               "X-Hub-Signature-256": sign(body), "Content-Type": "application/json"}  # fmt: skip
+    body = json.dumps(
+        {"ref": "refs/heads/main", "after": sha, "repository": {"clone_url": str(repo)}}
+    ).encode()
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(body),
+        "Content-Type": "application/json",
+    }
     before = len(ci_runs(ci_deployment))
 
     def deliver_once(_: int) -> tuple[int, str | None, float]:
@@ -104,8 +117,11 @@ def test_malformed_deliveries_get_4xx_and_start_nothing(endpoint, ci_deployment)
     statuses = {}
     # Over the wire the client sets Content-Length, and a header can't hold a newline: those
     # two cases stay with the pure tests; a real oversized body is sent instead.
-    wire = {case: sent for case, sent in MALFORMED.items()
-            if case not in {"oversized declared length", "delivery id with a newline"}}  # fmt: skip
+    wire = {
+        case: sent
+        for case, sent in MALFORMED.items()
+        if case not in {"oversized declared length", "delivery id with a newline"}
+    }
     big = b"x" * 70_000
     wire["oversized body, for real"] = ({"x-github-event": "push"}, big)
     for case, (headers, body) in wire.items():
@@ -118,8 +134,11 @@ def test_malformed_deliveries_get_4xx_and_start_nothing(endpoint, ci_deployment)
 
 def test_ping_is_answered(endpoint):
     body = b'{"zen": "Design for failure."}'
-    headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": secrets.token_hex(8),
-               "X-Hub-Signature-256": sign(body)}  # fmt: skip
+    headers = {
+        "X-GitHub-Event": "ping",
+        "X-GitHub-Delivery": secrets.token_hex(8),
+        "X-Hub-Signature-256": sign(body),
+    }
     assert httpx.post(endpoint, content=body, headers=headers, timeout=10).status_code == 200
 
 
@@ -141,8 +160,9 @@ def test_the_cli_serves_with_the_sandboxs_webhook_secret(sandbox_state, prefect_
         "--port",
         str(port),
     ]
-    server = subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        argv, cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         secret = sandbox_state.credentials("webhook")["secret"].encode()
         body = b'{"zen": "Half measures are as bad as nothing at all."}'
@@ -150,8 +170,11 @@ def test_the_cli_serves_with_the_sandboxs_webhook_secret(sandbox_state, prefect_
         while True:
             assert server.poll() is None, server.stderr.read() if server.stderr else ""
             try:
-                headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": "cli-ping",
-                           "X-Hub-Signature-256": sign(body, secret)}  # fmt: skip
+                headers = {
+                    "X-GitHub-Event": "ping",
+                    "X-GitHub-Delivery": "cli-ping",
+                    "X-Hub-Signature-256": sign(body, secret),
+                }
                 answer = httpx.post(f"http://127.0.0.1:{port}/", content=body, headers=headers)
                 break
             except httpx.ConnectError:
@@ -159,8 +182,9 @@ def test_the_cli_serves_with_the_sandboxs_webhook_secret(sandbox_state, prefect_
                 time.sleep(0.3)
         assert answer.status_code == 200
         forged = {**headers, "X-Hub-Signature-256": sign(body, b"not the secret")}
-        assert httpx.post(f"http://127.0.0.1:{port}/", content=body,
-                          headers=forged).status_code == 401  # fmt: skip
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/", content=body, headers=forged).status_code == 401
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -65,8 +65,13 @@ def release_finished(
             "deliver.outcome": outcome,
         },
         "payload": {
-            "environment": environment, "outcome": outcome, "version": version,
-            "git_sha": git_sha, "at": at, "commit_time": commit_time, "replaced": replaced,
+            "environment": environment,
+            "outcome": outcome,
+            "version": version,
+            "git_sha": git_sha,
+            "at": at,
+            "commit_time": commit_time,
+            "replaced": replaced,
             "detail": detail[:300],
         },
-    }  # fmt: skip
+    }

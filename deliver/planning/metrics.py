@@ -114,9 +114,14 @@ def compute(
     for version, failed_at in failures:
         after = next((r for r in live if r.at > failed_at), None)
         seconds = (after.at - failed_at).total_seconds() if after else None
-        restores.append(Restore(failed_version=version, failed_at=failed_at,
-                                restored_by=after.version if after else None,
-                                seconds=seconds))  # fmt: skip
+        restores.append(
+            Restore(
+                failed_version=version,
+                failed_at=failed_at,
+                restored_by=after.version if after else None,
+                seconds=seconds,
+            )
+        )
     lead_times = tuple(
         (r.at - r.commit_time).total_seconds() for r in live if r.commit_time is not None
     )
@@ -157,16 +162,24 @@ def table_rows(metrics: DeliveryMetrics) -> list[dict[str, str]]:
     rate = metrics.change_failure_rate
     unrestored = sum(1 for r in metrics.restores if r.seconds is None)
     return [
-        {"metric": "deployment frequency",
-         "value": f"{metrics.deployments_per_day:.2f} per day",
-         "basis": f"{metrics.releases} releases went live"},
-        {"metric": "lead time for changes",
-         "value": duration_text(metrics.median_lead_time_s) + " (median)",
-         "basis": f"{len(metrics.lead_times_s)} releases with a commit time"},
-        {"metric": "change failure rate",
-         "value": "-" if rate is None else f"{rate:.0%}",
-         "basis": f"{metrics.failures} of {metrics.changes} changes failed in production"},
-        {"metric": "time to restore",
-         "value": duration_text(metrics.median_time_to_restore_s) + " (median)",
-         "basis": f"{len(metrics.restores) - unrestored} restored, {unrestored} not yet"},
-    ]  # fmt: skip
+        {
+            "metric": "deployment frequency",
+            "value": f"{metrics.deployments_per_day:.2f} per day",
+            "basis": f"{metrics.releases} releases went live",
+        },
+        {
+            "metric": "lead time for changes",
+            "value": duration_text(metrics.median_lead_time_s) + " (median)",
+            "basis": f"{len(metrics.lead_times_s)} releases with a commit time",
+        },
+        {
+            "metric": "change failure rate",
+            "value": "-" if rate is None else f"{rate:.0%}",
+            "basis": f"{metrics.failures} of {metrics.changes} changes failed in production",
+        },
+        {
+            "metric": "time to restore",
+            "value": duration_text(metrics.median_time_to_restore_s) + " (median)",
+            "basis": f"{len(metrics.restores) - unrestored} restored, {unrestored} not yet",
+        },
+    ]

@@ -89,14 +89,22 @@ def cyclonedx_sbom(
 ) -> dict[str, Any]:
     """A CycloneDX 1.5 JSON document listing an image's OS and Python packages."""
     components = [
-        {"type": "library", "name": name, "version": version,
-         "purl": f"pkg:deb/{distro}/{name}@{version}"}
+        {
+            "type": "library",
+            "name": name,
+            "version": version,
+            "purl": f"pkg:deb/{distro}/{name}@{version}",
+        }
         for name, version in os_packages
     ] + [
-        {"type": "library", "name": name, "version": version,
-         "purl": f"pkg:pypi/{canonical_name(name)}@{version}"}
+        {
+            "type": "library",
+            "name": name,
+            "version": version,
+            "purl": f"pkg:pypi/{canonical_name(name)}@{version}",
+        }
         for name, version in python_packages
-    ]  # fmt: skip
+    ]
     return {
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",

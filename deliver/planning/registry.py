@@ -15,9 +15,19 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 _TRANSIENT_MARKERS = (
-    "connection refused", "connection reset", "timeout", "timed out", "eof",
-    "503", "502", "500", "504", "temporarily", "no such host", "i/o",
-)  # fmt: skip
+    "connection refused",
+    "connection reset",
+    "timeout",
+    "timed out",
+    "eof",
+    "503",
+    "502",
+    "500",
+    "504",
+    "temporarily",
+    "no such host",
+    "i/o",
+)
 _REFUSAL_MARKERS = ("unauthorized", "authentication required", "denied", "forbidden")
 
 

@@ -56,14 +56,23 @@ class Release:
         return self.image.rsplit("@", 1)[1]
 
     def to_json(self) -> dict[str, str]:
-        return {"version": self.version, "image": self.image, "git_sha": self.git_sha,
-                "slot": self.slot.value, "since": self.since}  # fmt: skip
+        return {
+            "version": self.version,
+            "image": self.image,
+            "git_sha": self.git_sha,
+            "slot": self.slot.value,
+            "since": self.since,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Release:
-        return cls(version=str(data["version"]), image=str(data["image"]),
-                   git_sha=str(data["git_sha"]), slot=Slot(data["slot"]),
-                   since=str(data["since"]))  # fmt: skip
+        return cls(
+            version=str(data["version"]),
+            image=str(data["image"]),
+            git_sha=str(data["git_sha"]),
+            slot=Slot(data["slot"]),
+            since=str(data["since"]),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

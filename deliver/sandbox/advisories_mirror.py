@@ -21,9 +21,14 @@ class AdvisoryMirror(Daemon):
 
     def argv(self, ctx: Context) -> list[str]:
         return [
-            sys.executable, "-m", "deliver.advisory_mirror",
-            "--port", str(ctx.config.advisory_port), "--data", str(ADVISORY_DATA),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "deliver.advisory_mirror",
+            "--port",
+            str(ctx.config.advisory_port),
+            "--data",
+            str(ADVISORY_DATA),
+        ]
 
     def probe(self, ctx: Context) -> str | None:
         return http_probe(f"http://127.0.0.1:{ctx.config.advisory_port}/health", timeout_s=2.0)

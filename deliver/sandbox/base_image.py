@@ -97,8 +97,14 @@ class BaseImage(Component):
         ctx.say(f"{self.name}: building {LOCAL_BASE_IMAGE} with debootstrap (about a minute)")
         try:
             with log_path.open("w") as log:
-                argv = [program, "--variant=minbase", "--include=python3", "bookworm",
-                        str(rootfs), debian_mirror()]  # fmt: skip
+                argv = [
+                    program,
+                    "--variant=minbase",
+                    "--include=python3",
+                    "bookworm",
+                    str(rootfs),
+                    debian_mirror(),
+                ]
                 done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
             if done.returncode != 0:
                 raise ComponentFailed(

@@ -40,9 +40,16 @@ class ChatInbox(Daemon):
 
     def argv(self, ctx: Context) -> list[str]:
         return [
-            sys.executable, "-m", "deliver.chat_inbox", "--port", str(ctx.config.chat_port),
-            "--token-file", str(self.token_file(ctx)), "--out", str(self.messages_file(ctx)),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "deliver.chat_inbox",
+            "--port",
+            str(ctx.config.chat_port),
+            "--token-file",
+            str(self.token_file(ctx)),
+            "--out",
+            str(self.messages_file(ctx)),
+        ]
 
     def probe(self, ctx: Context) -> str | None:
         return http_probe(f"http://127.0.0.1:{ctx.config.chat_port}/health", timeout_s=2.0)

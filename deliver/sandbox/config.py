@@ -35,10 +35,11 @@ class FleetHostPorts:
 
 def _fleet_ports() -> dict[str, FleetHostPorts]:
     return {
-        f"fleet-{n}": FleetHostPorts(ssh=2230 + n, blue=8301 + 10 * n, green=8302 + 10 * n,
-                                     front=8180 + n)
+        f"fleet-{n}": FleetHostPorts(
+            ssh=2230 + n, blue=8301 + 10 * n, green=8302 + 10 * n, front=8180 + n
+        )
         for n in (1, 2, 3)
-    }  # fmt: skip
+    }
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

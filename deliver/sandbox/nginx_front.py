@@ -74,10 +74,13 @@ class NginxFront(Daemon):
         paths = self.paths(ctx)
         return [
             self.tool_path(self.tools[0]),
-            "-p", str(paths["prefix"]),
-            "-c", str(paths["config"]),
-            "-e", str(paths["prefix"] / "error.log"),
-        ]  # fmt: skip
+            "-p",
+            str(paths["prefix"]),
+            "-c",
+            str(paths["config"]),
+            "-e",
+            str(paths["prefix"] / "error.log"),
+        ]
 
     def argv(self, ctx: Context) -> list[str]:
         return [*self._base_argv(ctx), "-g", "daemon off;"]
@@ -109,8 +112,17 @@ class FleetBalancer(Daemon):
 
     def argv(self, ctx: Context) -> list[str]:
         folder = ctx.dir(self.name)
-        return [self.tool_path(NGINX), "-p", str(folder), "-c", str(folder / "nginx.conf"),
-                "-e", str(folder / "error.log"), "-g", "daemon off;"]  # fmt: skip
+        return [
+            self.tool_path(NGINX),
+            "-p",
+            str(folder),
+            "-c",
+            str(folder / "nginx.conf"),
+            "-e",
+            str(folder / "error.log"),
+            "-g",
+            "daemon off;",
+        ]
 
     def probe(self, ctx: Context) -> str | None:
         return http_probe(f"{self.address(ctx)}/__front/health", timeout_s=2.0)

@@ -29,8 +29,11 @@ def chosen_database(ctx: Context) -> str:
 
 def server_binaries() -> Path | None:
     """Debian keeps each major version's programs in /usr/lib/postgresql/<major>/bin."""
-    majors = [p for p in Path("/usr/lib/postgresql").glob("*/bin/postgres")
-              if p.parent.parent.name.isdigit()]  # fmt: skip
+    majors = [
+        p
+        for p in Path("/usr/lib/postgresql").glob("*/bin/postgres")
+        if p.parent.parent.name.isdigit()
+    ]
     found = sorted(majors, key=lambda p: int(p.parent.parent.name))
     return found[-1].parent if found else None
 
@@ -92,11 +95,23 @@ class PostgresDatabase(Daemon):
             for path in (data.parent, data, password_file):
                 shutil.chown(path, user="postgres", group="postgres")
         done = subprocess.run(
-            [*self._as_owner(), self._bin("initdb"), "-D", str(data), "-U", USER,
-             "--auth-host=scram-sha-256", "--auth-local=peer", f"--pwfile={password_file}",
-             "--encoding=UTF8", "--no-instructions"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                *self._as_owner(),
+                self._bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                USER,
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                f"--pwfile={password_file}",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         password_file.unlink()
         if done.returncode != 0:
             detail = f"initdb failed: {done.stderr[-500:]}"
@@ -106,8 +121,10 @@ class PostgresDatabase(Daemon):
         created = subprocess.run(
             [*self._as_owner(), self._bin("postgres"), "--single", "-D", str(data), "postgres"],
             input=f"CREATE DATABASE {USER} OWNER {USER};\n",
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if created.returncode != 0 or "ERROR" in created.stdout + created.stderr:
             detail = f"creating database {USER} failed: {(created.stdout + created.stderr)[-500:]}"
             raise ComponentFailed(component=self.name, detail=detail)
@@ -115,20 +132,42 @@ class PostgresDatabase(Daemon):
     def argv(self, ctx: Context) -> list[str]:
         data = self.data_dir(ctx)
         return [
-            *self._as_owner(), self._bin("postgres"), "-D", str(data),
-            "-h", "127.0.0.1", "-p", str(ctx.config.postgres_port), "-k", str(data),
-            "-c", "max_connections=200",
+            *self._as_owner(),
+            self._bin("postgres"),
+            "-D",
+            str(data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(ctx.config.postgres_port),
+            "-k",
+            str(data),
+            "-c",
+            "max_connections=200",
             # A sandbox: losing the last moment's commits in a crash is acceptable, waiting for
             # every commit to reach the disk is not (the database stays consistent either way).
-            "-c", "synchronous_commit=off",
-        ]  # fmt: skip
+            "-c",
+            "synchronous_commit=off",
+        ]
 
     def probe(self, ctx: Context) -> str | None:
         done = subprocess.run(
-            [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(ctx.config.postgres_port),
-             "-U", USER, "-d", "postgres"],
-            capture_output=True, text=True, check=False, timeout=10,
-        )  # fmt: skip
+            [
+                self._bin("pg_isready"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(ctx.config.postgres_port),
+                "-U",
+                USER,
+                "-d",
+                "postgres",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
         if done.returncode != 0:
             return f"not accepting connections: {done.stdout.strip() or done.stderr.strip()}"
         return None

@@ -63,10 +63,11 @@ def qa_target_fields(ctx: Context) -> dict[str, Any]:
     """The `qa` environment: staging's SSH host, with its own slots and state."""
     state_dir = ctx.dir("hosts") / QA_BLOCK
     return {
-        **deploy_target_fields(ctx, Environment.STAGING), "environment": QA_BLOCK,
+        **deploy_target_fields(ctx, Environment.STAGING),
+        "environment": QA_BLOCK,
         "slot_ports": {slot.value: port for slot, port in ctx.config.qa_slot_ports.items()},
         "state_dir": str(state_dir),
-    }  # fmt: skip
+    }
 
 
 def fleet_target_fields(ctx: Context) -> dict[str, Any]:
@@ -85,14 +86,25 @@ def fleet_target_fields(ctx: Context) -> dict[str, Any]:
     for name, ports in ctx.config.fleet.items():
         state_dir = ctx.dir("hosts") / name
         nginx = NginxFront(fleet_host=name)
-        fields["hosts"].append({
-            "name": name, "host": LOOPBACK, "port": ports.ssh,
-            "host_keys": [SshHost(name).paths(ctx)["host_key"].with_name("host_key.pub")
-                          .read_text().strip()],
-            "slot_ports": {"blue": ports.blue, "green": ports.green},
-            "state_dir": str(state_dir), "nginx_upstream_file": str(nginx.paths(ctx)["upstream"]),
-            "nginx_command": nginx.command(ctx), "front_url": nginx.address(ctx),
-        })  # fmt: skip
+        fields["hosts"].append(
+            {
+                "name": name,
+                "host": LOOPBACK,
+                "port": ports.ssh,
+                "host_keys": [
+                    SshHost(name)
+                    .paths(ctx)["host_key"]
+                    .with_name("host_key.pub")
+                    .read_text()
+                    .strip()
+                ],
+                "slot_ports": {"blue": ports.blue, "green": ports.green},
+                "state_dir": str(state_dir),
+                "nginx_upstream_file": str(nginx.paths(ctx)["upstream"]),
+                "nginx_command": nginx.command(ctx),
+                "front_url": nginx.address(ctx),
+            }
+        )
     return fields
 
 
@@ -156,9 +168,11 @@ class PrefectBlocks(Component):
             ).save(CHAT_BLOCK, overwrite=True)
             for environment_name in (*(e.value for e in Environment), QA_BLOCK):
                 ensure_release_limit(environment_name)
-        ctx.say(f"{self.name}: saved {REGISTRY_BLOCK!r}, DeployTargets 'staging', 'production', "
-                f"{FLEET_BLOCK!r}, {QA_BLOCK!r}, "
-                f"{APPROVAL_POLICY!r}, {WEBHOOK_SECRET_BLOCK!r} and {NOTIFY_BLOCK!r}")  # fmt: skip
+        ctx.say(
+            f"{self.name}: saved {REGISTRY_BLOCK!r}, DeployTargets 'staging', 'production', "
+            f"{FLEET_BLOCK!r}, {QA_BLOCK!r}, "
+            f"{APPROVAL_POLICY!r}, {WEBHOOK_SECRET_BLOCK!r} and {NOTIFY_BLOCK!r}"
+        )
         return self.status(ctx)
 
     def webhook_secret(self, ctx: Context) -> str:

@@ -120,8 +120,9 @@ class PrefectWorker(Daemon):
 
     def status(self, ctx: Context) -> ComponentStatus:
         if not self.used(ctx) and not ctx.state.component(self.name):
-            return ComponentStatus(name=self.name, address="-", healthy=True,
-                                   detail="not used: one worker on SQLite")  # fmt: skip
+            return ComponentStatus(
+                name=self.name, address="-", healthy=True, detail="not used: one worker on SQLite"
+            )
         return super().status(ctx)
 
     def address(self, ctx: Context) -> str:
@@ -130,9 +131,16 @@ class PrefectWorker(Daemon):
     def argv(self, ctx: Context) -> list[str]:
         pool = ctx.config.work_pool
         return [
-            prefect_executable(), "worker", "start",
-            "--pool", pool, "--type", "process", "--name", self.worker_name,
-        ]  # fmt: skip
+            prefect_executable(),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "process",
+            "--name",
+            self.worker_name,
+        ]
 
     def env(self, ctx: Context) -> Mapping[str, str]:
         # A sandbox is interactive: poll for scheduled runs every 2 s instead of 10 s.

@@ -94,8 +94,13 @@ def nginx_config(*, port: int, prefix: Path, upstream_file: Path, pid_file: Path
         "            add_header X-Deliver-Upstream $upstream_addr always;\n"
         "            proxy_pass http://production_app;\n"
     )
-    return _nginx(prefix=prefix, pid_file=pid_file, port=port,
-                  upstreams=f"    include {upstream_file};\n", proxy=proxy)  # fmt: skip
+    return _nginx(
+        prefix=prefix,
+        pid_file=pid_file,
+        port=port,
+        upstreams=f"    include {upstream_file};\n",
+        proxy=proxy,
+    )
 
 
 def nginx_balancer_config(*, port: int, prefix: Path, host_ports: list[int], pid_file: Path) -> str:
@@ -103,8 +108,13 @@ def nginx_balancer_config(*, port: int, prefix: Path, host_ports: list[int], pid
     host down tries the next one."""
     servers = "".join(f"        server {LOOPBACK}:{p} max_fails=0;\n" for p in host_ports)
     upstreams = f"    upstream fleet_hosts {{\n{servers}        keepalive 16;\n    }}\n"
-    return _nginx(prefix=prefix, pid_file=pid_file, port=port, upstreams=upstreams,
-                  proxy="            proxy_pass http://fleet_hosts;\n")  # fmt: skip
+    return _nginx(
+        prefix=prefix,
+        pid_file=pid_file,
+        port=port,
+        upstreams=upstreams,
+        proxy="            proxy_pass http://fleet_hosts;\n",
+    )
 
 
 def known_hosts_line(*, port: int, public_key: str) -> str:

@@ -147,6 +147,8 @@ def installed_versions(environment: AppEnvironment) -> dict[str, str]:
     """name -> version of every distribution in the environment."""
     freeze = subprocess.run(
         [str(environment.bin_dir / "python"), "-m", "pip", "list", "--format", "json"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return {item["name"]: item["version"] for item in json.loads(freeze.stdout)}

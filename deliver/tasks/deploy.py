@@ -128,28 +128,43 @@ def load_host(ref: str) -> OneHost:
             raise DeployTargetInvalid(block=block, field="hosts", detail=f"no host {name!r}")
         assert target.host and target.slot_ports and target.state_dir is not None  # noqa: S101, PT018
         return OneHost(
-            ref=ref, name="", environment=target.environment, app_name=target.app_name,
-            host=target.host, port=target.port, user=target.user,
-            private_key=target.private_key, host_keys=tuple(target.host_keys),
+            ref=ref,
+            name="",
+            environment=target.environment,
+            app_name=target.app_name,
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            private_key=target.private_key,
+            host_keys=tuple(target.host_keys),
             container_port=target.container_port,
             slot_ports={str(slot): port for slot, port in target.slot_ports.items()},
-            state_dir=target.state_dir, registry_block=target.registry_block,
-            nginx_upstream_file=target.nginx_upstream_file, nginx_command=target.nginx_command,
-        )  # fmt: skip
+            state_dir=target.state_dir,
+            registry_block=target.registry_block,
+            nginx_upstream_file=target.nginx_upstream_file,
+            nginx_command=target.nginx_command,
+        )
     chosen = next((h for h in target.hosts if h.name == (name or target.hosts[0].name)), None)
     if chosen is None:
         known = ", ".join(h.name for h in target.hosts)
         raise DeployTargetInvalid(block=block, field="hosts", detail=f"no host {name!r}: {known}")
     return OneHost(
-        ref=ref, name=chosen.name, environment=target.environment, app_name=target.app_name,
-        host=chosen.host, port=chosen.port, user=target.user, private_key=target.private_key,
+        ref=ref,
+        name=chosen.name,
+        environment=target.environment,
+        app_name=target.app_name,
+        host=chosen.host,
+        port=chosen.port,
+        user=target.user,
+        private_key=target.private_key,
         host_keys=tuple(chosen.host_keys or target.host_keys),
         container_port=target.container_port,
         slot_ports={str(slot): port for slot, port in chosen.slot_ports.items()},
-        state_dir=chosen.state_dir, registry_block=target.registry_block,
+        state_dir=chosen.state_dir,
+        registry_block=target.registry_block,
         nginx_upstream_file=chosen.nginx_upstream_file,
         nginx_command=chosen.nginx_command or target.nginx_command,
-    )  # fmt: skip
+    )
 
 
 CONNECTIONS = ConnectionPool()
@@ -177,31 +192,46 @@ def read_target(block: str) -> TargetView:
         detail = "nginx_upstream_file and nginx_command go together"
         raise DeployTargetInvalid(block=block, field="nginx_command", detail=detail)
     shared: dict[str, Any] = {
-        "environment": target.environment, "app_name": target.app_name,
-        "health_path": target.health_path, "health_timeout_s": target.health_timeout_s,
-        "smoke": tuple(target.smoke_checks), "keep_versions": target.keep_versions,
+        "environment": target.environment,
+        "app_name": target.app_name,
+        "health_path": target.health_path,
+        "health_timeout_s": target.health_timeout_s,
+        "smoke": tuple(target.smoke_checks),
+        "keep_versions": target.keep_versions,
         "drain_s": target.drain_s,
-    }  # fmt: skip
+    }
     hosts = []
     for ref in [host_ref(block, h.name) for h in target.hosts] or [block]:
         one = load_host(ref)
         load_private_key(one.private_key.get_secret_value(), block=block)
-        pinned_host_keys(SshAddress(host=one.host, port=one.port, user=one.user),
-                         list(one.host_keys), block=ref)  # fmt: skip
+        pinned_host_keys(
+            SshAddress(host=one.host, port=one.port, user=one.user), list(one.host_keys), block=ref
+        )
         host = next((h for h in target.hosts if h.name == one.name), None)
-        hosts.append(TargetView(
-            block=ref, address=f"{one.user}@{one.host}:{one.port}",
-            service_host=host.service_host if host else target.service_host,
-            slot_ports=one.slot_ports, front_url=host.front_url if host else target.front_url,
-            blue_green=one.nginx_upstream_file is not None, **shared,
-        ))  # fmt: skip
+        hosts.append(
+            TargetView(
+                block=ref,
+                address=f"{one.user}@{one.host}:{one.port}",
+                service_host=host.service_host if host else target.service_host,
+                slot_ports=one.slot_ports,
+                front_url=host.front_url if host else target.front_url,
+                blue_green=one.nginx_upstream_file is not None,
+                **shared,
+            )
+        )
     if not target.hosts:
         return hosts[0]
     return TargetView(
-        block=block, address=f"{len(hosts)} hosts", service_host=target.service_host,
-        slot_ports={}, front_url=target.front_url, blue_green=True, hosts=tuple(hosts),
-        max_unavailable=target.max_unavailable, **shared,
-    )  # fmt: skip
+        block=block,
+        address=f"{len(hosts)} hosts",
+        service_host=target.service_host,
+        slot_ports={},
+        front_url=target.front_url,
+        blue_green=True,
+        hosts=tuple(hosts),
+        max_unavailable=target.max_unavailable,
+        **shared,
+    )
 
 
 @task(
@@ -248,10 +278,18 @@ def pull_image(block: str, image: str) -> None:
         config = remote.run(["mktemp", "-d"]).stdout.strip()
         try:
             remote.run(
-                ["env", f"DOCKER_CONFIG={config}", "docker", "login", "--username",
-                 registry.username, "--password-stdin", registry.registry_url],
+                [
+                    "env",
+                    f"DOCKER_CONFIG={config}",
+                    "docker",
+                    "login",
+                    "--username",
+                    registry.username,
+                    "--password-stdin",
+                    registry.registry_url,
+                ],
                 stdin=registry.password.get_secret_value().encode(),
-            )  # fmt: skip
+            )
             remote.run(["env", f"DOCKER_CONFIG={config}", "docker", "pull", "--quiet", image])
         finally:
             remote.run(["rm", "-rf", config], check=False)
@@ -269,18 +307,34 @@ def start_slot(block: str, image: str, slot: Slot, version: str, run: str = "") 
     port = target.slot_ports[slot.value]
     with connect(target) as remote:
         remote.run(["docker", "rm", "-f", name], check=False)
-        started = remote.run([
-            "docker", "run", "--detach", "--name", name, "--restart", "unless-stopped",
-            "--label", f"dev.deliver.app={target.app_name}",
-            "--label", f"dev.deliver.environment={target.environment}",
-            "--label", f"dev.deliver.host={target.name}",
-            "--label", f"dev.deliver.slot={slot.value}",
-            "--label", f"dev.deliver.version={version}",
-            "--label", f"dev.deliver.run={run}",
-            "--label", f"dev.deliver.image={image}",
-            "--publish", f"127.0.0.1:{port}:{target.container_port}",
-            image,
-        ])  # fmt: skip
+        started = remote.run(
+            [
+                "docker",
+                "run",
+                "--detach",
+                "--name",
+                name,
+                "--restart",
+                "unless-stopped",
+                "--label",
+                f"dev.deliver.app={target.app_name}",
+                "--label",
+                f"dev.deliver.environment={target.environment}",
+                "--label",
+                f"dev.deliver.host={target.name}",
+                "--label",
+                f"dev.deliver.slot={slot.value}",
+                "--label",
+                f"dev.deliver.version={version}",
+                "--label",
+                f"dev.deliver.run={run}",
+                "--label",
+                f"dev.deliver.image={image}",
+                "--publish",
+                f"127.0.0.1:{port}:{target.container_port}",
+                image,
+            ]
+        )
     return started.stdout.strip()
 
 
@@ -327,16 +381,29 @@ def list_images(block: str, repository: str) -> list[str]:
     """Images of `repository` on the host, by digest."""
     target = load_host(block)
     with connect(target) as remote:
-        listed = remote.run(["docker", "image", "ls", "--digests", "--format",
-                             "{{.Repository}}@{{.Digest}}", repository])  # fmt: skip
+        listed = remote.run(
+            [
+                "docker",
+                "image",
+                "ls",
+                "--digests",
+                "--format",
+                "{{.Repository}}@{{.Digest}}",
+                repository,
+            ]
+        )
     return sorted({line for line in listed.stdout.split() if "@sha256:" in line})
 
 
 FORMAT = "|".join(
-    ['{{.Label "dev.deliver.slot"}}', '{{.Label "dev.deliver.version"}}',
-     '{{.Label "dev.deliver.image"}}', '{{.Label "dev.deliver.run"}}',
-     '{{.Label "dev.deliver.host"}}']
-)  # fmt: skip
+    [
+        '{{.Label "dev.deliver.slot"}}',
+        '{{.Label "dev.deliver.version"}}',
+        '{{.Label "dev.deliver.image"}}',
+        '{{.Label "dev.deliver.run"}}',
+        '{{.Label "dev.deliver.host"}}',
+    ]
+)
 
 
 @task(name="inspect_host")
@@ -344,12 +411,18 @@ def inspect_host(block: str) -> tuple[list[RunningSlot], Slot | None]:
     """The app's running slot containers, and the slot nginx serves (None without nginx)."""
     target = load_host(block)
     with connect(target) as remote:
-        listed = remote.run([
-            "docker", "ps",
-            "--filter", f"label=dev.deliver.app={target.app_name}",
-            "--filter", f"label=dev.deliver.environment={target.environment}",
-            "--format", FORMAT,
-        ])  # fmt: skip
+        listed = remote.run(
+            [
+                "docker",
+                "ps",
+                "--filter",
+                f"label=dev.deliver.app={target.app_name}",
+                "--filter",
+                f"label=dev.deliver.environment={target.environment}",
+                "--format",
+                FORMAT,
+            ]
+        )
         upstream = (
             remote.run(["cat", target.nginx_upstream_file], check=False).stdout
             if target.nginx_upstream_file

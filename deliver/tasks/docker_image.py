@@ -136,8 +136,11 @@ def build_image(
     labelled = with_labels((context_dir / dockerfile).read_text(), labels)
     with docker_client() as client, contextlib.ExitStack() as cleanup:
         # Where one LABEL line cannot be written, the builder's own labels: a step each.
-        source: dict[str, Any] = {"path": str(context_dir), "dockerfile": dockerfile,
-                                  "labels": dict(labels)}  # fmt: skip
+        source: dict[str, Any] = {
+            "path": str(context_dir),
+            "dockerfile": dockerfile,
+            "labels": dict(labels),
+        }
         if labelled is not None:
             context = cleanup.enter_context(labelled_context(context_dir, dockerfile, labelled))
             source = {"fileobj": context, "custom_context": True, "dockerfile": LABELS_DOCKERFILE}
@@ -150,8 +153,9 @@ def build_image(
             decode=True,
         )
         output = WholeLines()
-        progress = Progress(progress_key("build", repository.rsplit("/", 1)[-1]),
-                            f"Build of {repository}:{tags[0]}")  # fmt: skip
+        progress = Progress(
+            progress_key("build", repository.rsplit("/", 1)[-1]), f"Build of {repository}:{tags[0]}"
+        )
 
         def show(line: str) -> None:
             lines.append(line)
@@ -218,8 +222,11 @@ def test_container(
             host_port = bindings[0]["HostPort"]
             url = f"http://127.0.0.1:{host_port}{container.health_path}"
             logger.info("Probing %s (deadline %.0f s)", url, container.health_timeout_s)
-            health = wait_for_health(url, deadline_s=container.health_timeout_s,
-                                     progress_key=progress_key("health", service))  # fmt: skip
+            health = wait_for_health(
+                url,
+                deadline_s=container.health_timeout_s,
+                progress_key=progress_key("health", service),
+            )
             if not health.healthy:
                 logs = redaction.redact(running.logs(tail=30).decode(errors="replace"))
                 raise ContainerUnhealthy(image=image_id, url=url, detail=health.detail, logs=logs)

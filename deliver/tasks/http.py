@@ -59,9 +59,13 @@ def wait_for_health(
                         shown.done()
                     elapsed = time.monotonic() - started
                     return HealthResult(
-                        url=url, healthy=True, status_code=status, attempts=attempts,
-                        elapsed_s=elapsed, detail=detail,
-                    )  # fmt: skip
+                        url=url,
+                        healthy=True,
+                        status_code=status,
+                        attempts=attempts,
+                        elapsed_s=elapsed,
+                        detail=detail,
+                    )
             except httpx.HTTPError as exc:
                 detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             remaining = deadline_s - (time.monotonic() - started)
@@ -72,10 +76,13 @@ def wait_for_health(
             time.sleep(min(delay, remaining))
             delay = min(delay * growth, max_delay_s)
     return HealthResult(
-        url=url, healthy=False, status_code=status, attempts=attempts,
+        url=url,
+        healthy=False,
+        status_code=status,
+        attempts=attempts,
         elapsed_s=time.monotonic() - started,
         detail=f"{detail} after {attempts} attempt(s) in {deadline_s:.0f} s",
-    )  # fmt: skip
+    )
 
 
 def smoke_failures(
@@ -104,9 +111,12 @@ def smoke_failures(
             except ValueError:
                 body = None
             problem = smoke_problem(
-                response.status_code, body, expected_status=check.status,
-                json_field=check.json_field, equals=check.equals,
-            )  # fmt: skip
+                response.status_code,
+                body,
+                expected_status=check.status,
+                json_field=check.json_field,
+                equals=check.equals,
+            )
             if problem:
                 failures.append(f"GET {check.path}: {problem}")
     return failures

@@ -44,6 +44,7 @@ def ensure_release_limit(environment: str) -> str:
 def held(name: str, why: str) -> Iterator[None]:
     """Hold the limit `name` (made if missing) for the block; `why` says so in the run log."""
     get_run_logger().info("Waiting for the %s concurrency slot (%s)", name, why)
-    with concurrency(ensure_limit(name), occupy=1, strict=True, timeout_seconds=3600,
-                     lease_duration=LEASE_S):  # fmt: skip
+    with concurrency(
+        ensure_limit(name), occupy=1, strict=True, timeout_seconds=3600, lease_duration=LEASE_S
+    ):
         yield

@@ -29,8 +29,9 @@ def notification_block(reference: str) -> NotificationBlock:
     """Load `type-slug/name` and check it can notify; its secrets are then redacted."""
     problem = block_reference_problem(reference)
     if problem:
-        raise BlockInvalid(block_type="Notification", block=reference, field="(name)",
-                           detail=problem)  # fmt: skip
+        raise BlockInvalid(
+            block_type="Notification", block=reference, field="(name)", detail=problem
+        )
     try:
         block = load_block(Block, reference)
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
@@ -39,8 +40,9 @@ def notification_block(reference: str) -> NotificationBlock:
         ) from None
     if not isinstance(block, NotificationBlock):
         detail = f"a {type(block).__name__} block cannot send notifications"
-        raise BlockInvalid(block_type="Notification", block=reference, field="(type)",
-                           detail=detail)  # fmt: skip
+        raise BlockInvalid(
+            block_type="Notification", block=reference, field="(type)", detail=detail
+        )
     return block
 
 
@@ -76,8 +78,13 @@ def notify(reference: str | None, notice: Notice) -> bool:
                 cast(Any, block).notify(body(notice), subject(notice))  # sync call: a result
         except Exception as exc:  # any transport or HTTP error of any block type
             if attempt == ATTEMPTS:
-                logger.warning("Notification %r not sent through %s: %s: %s",
-                               notice.kind.value, reference, type(exc).__name__, exc)  # fmt: skip
+                logger.warning(
+                    "Notification %r not sent through %s: %s: %s",
+                    notice.kind.value,
+                    reference,
+                    type(exc).__name__,
+                    exc,
+                )
                 return False
             time.sleep(1.0)
         else:
@@ -92,5 +99,7 @@ def notify_failure(
     """Tell of a failed flow run: what failed, in one line, and the run's page."""
     detail = str(error).splitlines()[0] if str(error) else type(error).__name__
     run = str(flow_run.get_id() or "")
-    notify(reference, Notice(kind=kind, service=service, version=ref, detail=detail,
-                             link=run_link(run)))  # fmt: skip
+    notify(
+        reference,
+        Notice(kind=kind, service=service, version=ref, detail=detail, link=run_link(run)),
+    )

@@ -46,19 +46,33 @@ def publish_outcome(finished: FinishedRelease) -> None:
     commits = None
     if finished.previous is not None and labels.get(SOURCE):
         commits = commits_between(labels[SOURCE], finished.previous[1], finished.git_sha)
-    emit_event(**release_finished(
-        service=finished.service, environment=finished.environment, outcome=finished.outcome,
-        version=finished.version, git_sha=finished.git_sha, at=finished.at,
-        commit_time=labels.get(COMMIT_TIME) or None,
-        replaced=finished.previous[0] if finished.previous else None, detail=finished.detail,
-    ))  # fmt: skip
+    emit_event(
+        **release_finished(
+            service=finished.service,
+            environment=finished.environment,
+            outcome=finished.outcome,
+            version=finished.version,
+            git_sha=finished.git_sha,
+            at=finished.at,
+            commit_time=labels.get(COMMIT_TIME) or None,
+            replaced=finished.previous[0] if finished.previous else None,
+            detail=finished.detail,
+        )
+    )
     report = release_report(
-        service=finished.service, environment=finished.environment, outcome=finished.outcome,
-        version=finished.version, image=finished.image, git_sha=finished.git_sha,
-        requested_by=finished.requested_by, previous=finished.previous,
-        approval=finished.approval, timings_s=finished.timings_s, commits=commits,
+        service=finished.service,
+        environment=finished.environment,
+        outcome=finished.outcome,
+        version=finished.version,
+        image=finished.image,
+        git_sha=finished.git_sha,
+        requested_by=finished.requested_by,
+        previous=finished.previous,
+        approval=finished.approval,
+        timings_s=finished.timings_s,
+        commits=commits,
         detail=finished.detail,
-    )  # fmt: skip
+    )
     create_markdown_artifact(
         key=report_key(finished.service, finished.environment),
         markdown=report,

@@ -129,10 +129,26 @@ def audit_python(packages: list[tuple[str, str]], advisory_url: str) -> tuple[li
         requirements.write("".join(f"{name}=={version}\n" for name, version in packages))
     pip_audit = str(Path(sys.executable).parent / "pip-audit")
     done = subprocess.run(
-        [pip_audit, "-r", requirements.name, "--no-deps", "--disable-pip", "-s", "osv",
-         "--osv-url", advisory_url, "-f", "json", "--progress-spinner", "off"],
-        capture_output=True, text=True, check=False, timeout=600,
-    )  # fmt: skip
+        [
+            pip_audit,
+            "-r",
+            requirements.name,
+            "--no-deps",
+            "--disable-pip",
+            "-s",
+            "osv",
+            "--osv-url",
+            advisory_url,
+            "-f",
+            "json",
+            "--progress-spinner",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     Path(requirements.name).unlink()
     try:
         report = json.loads(done.stdout)
@@ -162,8 +178,11 @@ def run_trivy(trivy: str, image_id: str) -> list[Finding]:
     """OS and language findings from trivy, when the machine has it (with its own database)."""
     done = subprocess.run(
         [trivy, "image", "--quiet", "--format", "json", "--scanners", "vuln", image_id],
-        capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ScanFailed(image=image_id, reason=f"trivy failed: {last}")

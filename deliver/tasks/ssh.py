@@ -101,10 +101,16 @@ class Remote:
         for attempt in range(1, attempts + 1):
             try:
                 self.client.connect(
-                    self.address.host, port=self.address.port, username=self.address.user,
-                    pkey=key, look_for_keys=False, allow_agent=False, timeout=timeout_s,
-                    banner_timeout=timeout_s, auth_timeout=timeout_s,
-                )  # fmt: skip
+                    self.address.host,
+                    port=self.address.port,
+                    username=self.address.user,
+                    pkey=key,
+                    look_for_keys=False,
+                    allow_agent=False,
+                    timeout=timeout_s,
+                    banner_timeout=timeout_s,
+                    auth_timeout=timeout_s,
+                )
                 return
             except paramiko.BadHostKeyException as exc:
                 raise HostKeyRejected(host=str(self.address), detail="the key changed") from exc
