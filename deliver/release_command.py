@@ -5,33 +5,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from deliver.host import DeployHost
 
 ENVIRONMENTS = ("staging", "production")
 
 
-def host_summary(environment: str, block: str) -> dict[str, Any]:
+def host_summary(host: DeployHost) -> dict[str, Any]:
     """The recorded state, checked against what the host runs and nginx serves. Read-only: a
     difference (a release killed midway) is shown, and the next release records it."""
     import datetime
 
-    from deliver.planning.release import HostState, reconcile
-    from deliver.tasks.deploy import inspect_host, read_host_state
+    from deliver.planning.release import reconcile
 
-    recorded: HostState = read_host_state.fn(block)
-    running, serving = inspect_host.fn(block)
+    recorded = host.read_state()
+    running, serving = host.inspect()
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     actual = reconcile(recorded, running, serving, now=now)
     state = actual or recorded
-    versions = {}
-    for record in state.history:
-        versions[record.get("image")] = record.get("version")
+    versions = {record.image: record.version for record in state.history}
     live = state.live
     others = [r for r in running if live is None or r.slot is not live.slot]
+    last = recorded.history[-1] if recorded.history else None
     return {
-        "environment": environment,
+        "environment": host.view.ref,
         "live": None
         if live is None
         else {
@@ -42,28 +43,32 @@ def host_summary(environment: str, block: str) -> dict[str, Any]:
             "git_sha": live.git_sha,
         },
         "kept": [{"version": versions.get(image, "?"), "image": image} for image in state.kept],
-        "last": recorded.history[-1] if recorded.history else None,
+        "last": last.to_json() if last else None,
         "reconciled": actual is not None,
         "recorded_live": None if recorded.live is None else recorded.live.version,
         "idle_slot_running": [{"slot": r.slot.value, "version": r.version} for r in others],
     }
 
 
-def _hosts(block: str) -> list[str]:
-    """The block, or each host of a fleet as `<block>@<host>`."""
-    from deliver.tasks.deploy import host_ref, load_target
+def summaries(blocks: list[str]) -> list[dict[str, Any]]:
+    """Each host of each block (a fleet's as `<block>@<host>`), one connection each."""
+    from deliver.tasks.ssh_host import open_ssh_hosts
 
-    return [host_ref(block, host.name) for host in load_target(block).hosts] or [block]
+    found = []
+    for block in blocks:
+        with open_ssh_hosts(block) as (_, hosts):
+            found += [host_summary(host) for host in hosts]
+    return found
 
 
 def status(args: argparse.Namespace) -> int:
     environments = [args.env] if args.env else list(ENVIRONMENTS)
     blocks = [args.target] if args.target else environments
-    summaries = [host_summary(ref, ref) for block in blocks for ref in _hosts(block)]
+    found = summaries(blocks)
     if args.json:
-        print(json.dumps(summaries, indent=2))
+        print(json.dumps(found, indent=2))
         return 0
-    for summary in summaries:
+    for summary in found:
         live = summary["live"]
         if live is None:
             print(f"{summary['environment']}: nothing live")

@@ -2,7 +2,7 @@
 release reports in the UI, and the delivery metrics computed from Prefect's events.
 
 History, production side: 3.0.1 live, 3.0.2 live, 3.0.3 fails its smoke checks after the
-switch and is rolled back (failure 1), 3.0.4 live (restores 1), an operator rolls 3.0.4 back
+switch and is switched back (failure 1), 3.0.4 live (restores 1), an operator rolls 3.0.4 back
 (failure 2), 3.0.5 live (restores 2). Hand-computed: 4 releases live, 5 changes reached
 production traffic, 2 failed (40%), both restored.
 """
@@ -145,7 +145,7 @@ def test_each_notification_arrives_once_with_its_text(history, inbox):
             f"*stock-api {version} → production: waiting for approval*",
         ]
         if version == "3.0.3":
-            expected.append(f"*stock-api {version} → production: rolled back*")
+            expected.append(f"*stock-api {version} → production: switched back*")
         else:
             expected.append(f"*stock-api {version} → production: released*")
         if version == "3.0.4":
@@ -158,7 +158,7 @@ def test_each_notification_arrives_once_with_its_text(history, inbox):
     assert "/runs/flow-run/" in waiting  # the link to the run in the UI
     released = by_subject["*stock-api 3.0.5 → production: released*"]
     assert "approved by demo-approver: ship 3.0.5; replaced 3.0.2" in released
-    failed = by_subject["*stock-api 3.0.3 → production: rolled back*"]
+    failed = by_subject["*stock-api 3.0.3 → production: switched back*"]
     assert "Smoke checks failed" in failed
     assert "3.0.2 is serving" in failed
     assert "by oncall; replaced 3.0.4" in by_subject["*stock-api 3.0.2 → production: rolled back*"]
@@ -188,7 +188,7 @@ def test_release_reports_keep_each_environments_history(history):
         "# stock-api → production: 3.0.5 is live",
         "# stock-api → production: rolled back to 3.0.2",
         "# stock-api → production: 3.0.4 is live",
-        "# stock-api → production: 3.0.3 failed in production and was rolled back",
+        "# stock-api → production: 3.0.3 failed in production and was switched back",
         "# stock-api → production: 3.0.2 is live",
         "# stock-api → production: 3.0.1 is live",
     ]

@@ -9,6 +9,7 @@ import pytest
 
 from deliver.planning.metrics import ReleaseRecord, compute, parse_window, table_rows
 from deliver.planning.notices import Notice, NoticeKind, block_reference_problem, body, subject
+from deliver.planning.release import Outcome
 
 T0 = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
 
@@ -20,7 +21,7 @@ def at(hours: float) -> datetime.datetime:
 def record(hours: float, outcome: str, version: str, **extra: Any) -> ReleaseRecord:
     environment = str(extra.pop("environment", "production"))
     return ReleaseRecord(
-        at=at(hours), environment=environment, outcome=outcome, version=version, **extra
+        at=at(hours), environment=environment, outcome=Outcome(outcome), version=version, **extra
     )
 
 
@@ -28,11 +29,11 @@ HISTORY = [
     record(10, "live", "1.0", commit_time=at(8)),  # lead 2 h
     record(20, "live", "1.1", commit_time=at(19)),  # lead 1 h
     record(21, "failed", "1.2"),  # never took traffic: not a change
-    record(30, "rolled-back", "1.3"),  # failure 1 at 30
+    record(30, "switched-back", "1.3"),  # failure 1 at 30
     record(33, "live", "1.4", commit_time=at(27)),  # lead 6 h; restores failure 1 in 3 h
-    record(40, "rollback", "1.1", replaced="1.4"),  # failure 2 at 40 (1.4 failed)
+    record(40, "rolled-back", "1.1", replaced="1.4"),  # failure 2 at 40 (1.4 failed)
     record(41, "live", "1.5"),  # no commit time; restores failure 2 in 1 h
-    record(45, "rolled-back", "1.6"),  # failure 3, not restored yet
+    record(45, "switched-back", "1.6"),  # failure 3, not restored yet
     record(46, "live", "9.9", environment="staging"),  # another environment
     record(200, "live", "2.0", commit_time=at(199)),  # outside the window
 ]
@@ -106,3 +107,15 @@ def test_block_references_need_type_and_name(value):
 
 def test_block_reference_accepted():
     assert block_reference_problem("slack-webhook/team-chat") is None
+
+
+def test_payloads_before_the_outcome_schema_are_read_in_todays_words():
+    """An event from before the one vocabulary: its "rolled-back" was a release that switched
+    back, its "rollback" an operator's rollback; a schema-2 "rolled-back" is the rollback."""
+    base = {"at": "2026-01-01T00:00:00+00:00", "environment": "production", "version": "1"}
+    old_switch = ReleaseRecord.from_payload({**base, "outcome": "rolled-back"})
+    old_rollback = ReleaseRecord.from_payload({**base, "outcome": "rollback"})
+    new_rollback = ReleaseRecord.from_payload({**base, "outcome": "rolled-back", "schema": 2})
+    assert old_switch.outcome is Outcome.SWITCHED_BACK
+    assert old_rollback.outcome is Outcome.ROLLED_BACK
+    assert new_rollback.outcome is Outcome.ROLLED_BACK

@@ -1,6 +1,14 @@
 """Reconciling a host's recorded state with what actually serves. Pure."""
 
-from deliver.planning.release import HostState, Release, RunningSlot, Slot, reconcile, target_slot
+from deliver.planning.release import (
+    HostState,
+    Outcome,
+    Release,
+    RunningSlot,
+    Slot,
+    reconcile,
+    target_slot,
+)
 
 OLD = "reg/app@sha256:" + "1" * 64
 NEW = "reg/app@sha256:" + "2" * 64
@@ -21,7 +29,7 @@ def test_nginx_serving_the_other_slot_is_adopted():
     assert fixed is not None
     assert fixed.live is not None
     assert (fixed.live.slot, fixed.live.version, fixed.kept[0]) == (Slot.GREEN, "2.0", NEW)
-    assert fixed.history[-1]["outcome"] == "reconciled"
+    assert fixed.history[-1].outcome is Outcome.RECONCILED
 
 
 def test_matching_record_needs_nothing():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
+
+from deliver.planning.release import Outcome
 
 CI_SUCCEEDED = "deliver.ci.succeeded"
 RELEASE_TAG = re.compile(r"^v\d[\w.+-]*$")
@@ -34,20 +37,25 @@ def ci_succeeded(
 RELEASE_FINISHED = "deliver.release.finished"
 
 
-class Outcome:
-    """How a release (or a rollback) ended, as `deliver.release.finished` says it."""
+# Payloads carry their vocabulary's version: before it, "rolled-back" meant a release that
+# switched back and "rollback" an operator's rollback (see `outcome_of`).
+OUTCOME_SCHEMA = 2
+_FIRST_SCHEMA = {"rolled-back": Outcome.SWITCHED_BACK, "rollback": Outcome.ROLLED_BACK}
 
-    LIVE = "live"  # the new version serves
-    FAILED = "failed"  # it never served traffic; the old version kept serving
-    ROLLED_BACK = "rolled-back"  # it served, failed its checks, traffic moved back
-    ROLLBACK = "rollback"  # an operator put a kept version back
+
+def outcome_of(payload: Mapping[str, Any]) -> Outcome:
+    """The outcome a `deliver.release.finished` payload names, in today's vocabulary."""
+    named = str(payload["outcome"])
+    if payload.get("schema", 1) == 1 and named in _FIRST_SCHEMA:
+        return _FIRST_SCHEMA[named]
+    return Outcome(named)
 
 
 def release_finished(
     *,
     service: str,
     environment: str,
-    outcome: str,
+    outcome: Outcome,
     version: str,
     git_sha: str,
     at: str,
@@ -62,11 +70,12 @@ def release_finished(
             "prefect.resource.id": f"deliver.service.{service}",
             "prefect.resource.name": service,
             "deliver.environment": environment,
-            "deliver.outcome": outcome,
+            "deliver.outcome": outcome.value,
         },
         "payload": {
+            "schema": OUTCOME_SCHEMA,
             "environment": environment,
-            "outcome": outcome,
+            "outcome": outcome.value,
             "version": version,
             "git_sha": git_sha,
             "at": at,

@@ -3,7 +3,7 @@
 - deployment frequency: production releases that went live, per day of the window;
 - lead time for changes: commit time to live in production (median, and each);
 - change failure rate: of the releases that reached production traffic, the share that failed
-  there: rolled back by the release itself, or later by an operator's rollback;
+  there: switched back by the release itself, or later by an operator's rollback;
 - time to restore: from such a failure to the next production release that went live.
 """
 
@@ -15,7 +15,8 @@ import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from deliver.planning.events import Outcome
+from deliver.planning.events import outcome_of
+from deliver.planning.release import Outcome
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,7 +25,7 @@ class ReleaseRecord:
 
     at: datetime.datetime
     environment: str
-    outcome: str
+    outcome: Outcome
     version: str
     commit_time: datetime.datetime | None = None
     replaced: str | None = None  # for a rollback: the version it took out of service
@@ -35,7 +36,7 @@ class ReleaseRecord:
         return cls(
             at=_instant(payload["at"]),
             environment=str(payload["environment"]),
-            outcome=str(payload["outcome"]),
+            outcome=outcome_of(payload),
             version=str(payload["version"]),
             commit_time=_instant(commit) if commit else None,
             replaced=payload.get("replaced"),
@@ -100,11 +101,11 @@ def compute(
         (r for r in records if r.environment == environment and since <= r.at <= until),
         key=lambda r: r.at,
     )
-    live = [r for r in ordered if r.outcome == Outcome.LIVE]
+    live = [r for r in ordered if r.outcome is Outcome.LIVE]
     failures: list[tuple[str, datetime.datetime]] = [
-        (r.version, r.at) for r in ordered if r.outcome == Outcome.ROLLED_BACK
+        (r.version, r.at) for r in ordered if r.outcome is Outcome.SWITCHED_BACK
     ]
-    for rollback in (r for r in ordered if r.outcome == Outcome.ROLLBACK):
+    for rollback in (r for r in ordered if r.outcome is Outcome.ROLLED_BACK):
         # The release an operator rolled back failed: the last live one of that version.
         earlier = [r for r in live if r.at < rollback.at and r.version == rollback.replaced]
         if earlier:
@@ -125,7 +126,7 @@ def compute(
     lead_times = tuple(
         (r.at - r.commit_time).total_seconds() for r in live if r.commit_time is not None
     )
-    changes = len(live) + sum(1 for r in ordered if r.outcome == Outcome.ROLLED_BACK)
+    changes = len(live) + sum(1 for r in ordered if r.outcome is Outcome.SWITCHED_BACK)
     restored = [r.seconds for r in restores if r.seconds is not None]
     days = max((until - since).total_seconds() / 86400, 1e-9)
     return DeliveryMetrics(
@@ -141,7 +142,7 @@ def compute(
         change_failure_rate=len(failures) / changes if changes else None,
         restores=tuple(restores),
         median_time_to_restore_s=statistics.median(restored) if restored else None,
-        blocked=sum(1 for r in ordered if r.outcome == Outcome.FAILED),
+        blocked=sum(1 for r in ordered if r.outcome is Outcome.FAILED),
     )
 
 

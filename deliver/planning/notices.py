@@ -13,6 +13,7 @@ class NoticeKind(enum.Enum):
     APPROVAL_WAITING = "approval-waiting"
     PRODUCTION_RELEASED = "production-released"
     RELEASE_FAILED = "release-failed"
+    SWITCHED_BACK = "switched-back"
     ROLLED_BACK = "rolled-back"
     NIGHTLY_FAILED = "nightly-failed"
 
@@ -37,6 +38,7 @@ _HEADLINES = {
     NoticeKind.APPROVAL_WAITING: "waiting for approval",
     NoticeKind.PRODUCTION_RELEASED: "released",
     NoticeKind.RELEASE_FAILED: "release failed",
+    NoticeKind.SWITCHED_BACK: "switched back",
     NoticeKind.ROLLED_BACK: "rolled back",
     NoticeKind.NIGHTLY_FAILED: "nightly run failed",
 }

@@ -75,19 +75,89 @@ class Release:
         )
 
 
+class Outcome(enum.StrEnum):
+    """How a release or rollback ended: in the host's history, the event, the report, the notice."""
+
+    LIVE = "live"  # the new version serves
+    FAILED = "failed"  # it never served traffic; the old version kept serving
+    SWITCHED_BACK = "switched-back"  # it served, failed its checks, traffic moved back
+    ROLLED_BACK = "rolled-back"  # an operator put a kept version back
+    RECONCILED = "reconciled"  # the host's record was corrected to what really serves
+
+
+# Host history written before the one vocabulary called a release that went live "released".
+_LEGACY_HISTORY = {"released": Outcome.LIVE}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    approver: str
+    reason: str
+    at: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRecord:
+    """One entry of a host's history: a release, a rollback, a failure or a reconciliation."""
+
+    at: str
+    outcome: Outcome
+    version: str
+    image: str
+    git_sha: str = ""
+    requested_by: str = ""
+    flow_run: str = ""
+    began: str = ""
+    detail: str = ""
+    approval: Approval | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "at": self.at,
+            "outcome": self.outcome.value,
+            "version": self.version,
+            "image": self.image,
+            "git_sha": self.git_sha,
+            "requested_by": self.requested_by,
+            "flow_run": self.flow_run,
+            "began": self.began,
+            "detail": self.detail[:500],
+        }
+        if self.approval is not None:
+            data["approval"] = dataclasses.asdict(self.approval)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HistoryRecord:
+        outcome = str(data.get("outcome", ""))
+        approval = data.get("approval")
+        return cls(
+            at=str(data.get("at", "")),
+            outcome=_LEGACY_HISTORY.get(outcome) or Outcome(outcome),
+            version=str(data.get("version", "")),
+            image=str(data.get("image", "")),
+            git_sha=str(data.get("git_sha", "")),
+            requested_by=str(data.get("requested_by", "")),
+            flow_run=str(data.get("flow_run", "")),
+            began=str(data.get("began", "")),
+            detail=str(data.get("detail", "")),
+            approval=Approval(**approval) if isinstance(approval, dict) else None,
+        )
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class HostState:
     """What a host keeps about its app: the live release, the kept images, and the history."""
 
     live: Release | None
     kept: tuple[str, ...]  # images by digest, newest first
-    history: tuple[dict[str, Any], ...]
+    history: tuple[HistoryRecord, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "live": self.live.to_json() if self.live else None,
             "kept": list(self.kept),
-            "history": list(self.history),
+            "history": [record.to_json() for record in self.history],
         }
 
     @classmethod
@@ -98,8 +168,26 @@ class HostState:
         return cls(
             live=Release.from_json(live) if live else None,
             kept=tuple(data.get("kept", [])),
-            history=tuple(data.get("history", [])),
+            history=tuple(HistoryRecord.from_json(r) for r in data.get("history", [])),
         )
+
+
+HISTORY_KEPT = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseResult:
+    """What a finished release or rollback returns: where it is live, and what it replaced."""
+
+    environment: str
+    version: str
+    image: str
+    slot: str  # the live slot, or each host's, comma-separated
+    url: str
+    previous: str | None
+    pruned: tuple[str, ...]
+    timings_s: dict[str, float]
+    approval: Approval | None = None
 
 
 def target_slot(state: HostState, serving: Slot | None = None) -> Slot:
@@ -137,16 +225,16 @@ def kept_after(
 
 
 def after_success(
-    state: HostState, release: Release, keep: int, record: Mapping[str, Any]
+    state: HostState, release: Release, keep: int, record: HistoryRecord
 ) -> tuple[HostState, tuple[str, ...]]:
     """The host's state once `release` is live, and the images to prune."""
     kept, pruned = kept_after(state, release.image, keep)
-    history = (*state.history, dict(record))[-50:]
+    history = (*state.history, record)[-HISTORY_KEPT:]
     return HostState(live=release, kept=kept, history=history), pruned
 
 
-def after_failure(state: HostState, record: Mapping[str, Any]) -> HostState:
-    history = (*state.history, dict(record))[-50:]
+def after_failure(state: HostState, record: HistoryRecord) -> HostState:
+    history = (*state.history, record)[-HISTORY_KEPT:]
     return HostState(live=state.live, kept=state.kept, history=history)
 
 
@@ -177,8 +265,8 @@ def rollback_choice(state: HostState, to_version: str | None) -> tuple[str, str,
     """
     known: dict[str, tuple[str, str]] = {}
     for record in state.history:
-        if record.get("outcome") in {"released", "rolled-back"}:
-            known[str(record["image"])] = (str(record["version"]), str(record.get("git_sha", "")))
+        if record.outcome in {Outcome.LIVE, Outcome.ROLLED_BACK}:
+            known[record.image] = (record.version, record.git_sha)
     live_image = state.live.image if state.live else None
     candidates = [image for image in state.kept if image != live_image and image in known]
     if to_version is not None:
@@ -220,12 +308,12 @@ def reconcile(
     live = Release(
         version=actual.version, image=actual.image, git_sha=git_sha, slot=actual.slot, since=now
     )
-    record = {
-        "at": now,
-        "outcome": "reconciled",
-        "version": actual.version,
-        "image": actual.image,
-        "detail": "the recorded live slot was not the one serving",
-    }
+    record = HistoryRecord(
+        at=now,
+        outcome=Outcome.RECONCILED,
+        version=actual.version,
+        image=actual.image,
+        detail="the recorded live slot was not the one serving",
+    )
     kept = (actual.image, *[image for image in state.kept if image != actual.image])
-    return HostState(live=live, kept=kept, history=(*state.history, record)[-50:])
+    return HostState(live=live, kept=kept, history=(*state.history, record)[-HISTORY_KEPT:])

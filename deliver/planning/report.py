@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from deliver.planning.release import Outcome
+
 
 def release_report(
     *,
     service: str,
     environment: str,
-    outcome: str,
+    outcome: Outcome,
     version: str,
     image: str,
     git_sha: str,
@@ -21,11 +23,11 @@ def release_report(
     detail: str = "",
 ) -> str:
     headline = {
-        "live": f"{version} is live",
-        "failed": f"{version} failed; {previous[0] if previous else 'nothing'} kept serving",
-        "rolled-back": f"{version} failed in production and was rolled back",
-        "rollback": f"rolled back to {version}",
-    }.get(outcome, outcome)
+        Outcome.LIVE: f"{version} is live",
+        Outcome.FAILED: f"{version} failed; {previous[0] if previous else 'nothing'} kept serving",
+        Outcome.SWITCHED_BACK: f"{version} failed in {environment} and was switched back",
+        Outcome.ROLLED_BACK: f"rolled back to {version}",
+    }.get(outcome, str(outcome))
     lines = [f"# {service} → {environment}: {headline}", ""]
     lines += [f"- image: `{image}`", f"- commit: `{git_sha}`", f"- requested by: {requested_by}"]
     if previous:

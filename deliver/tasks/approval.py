@@ -68,13 +68,13 @@ def evidence_markdown(
     now = f"{live.version} (`{live.image}`) since {live.since}" if live else "nothing yet"
     on_staging = staging.live
     staged = f"live since {on_staging.since}" if on_staging else "not live"
-    last = staging.history[-1] if staging.history else {}
+    last = staging.history[-1] if staging.history else None
     return (
         f"## Release {version} to production\n\n"
         f"- image: `{image}`\n- commit: `{git_sha}`\n- requested by: {requested_by}\n"
         f"- production now: {now}\n"
-        f"- staging: {staged}; last staging release: {last.get('outcome', '-')} "
-        f"at {last.get('at', '-')} (health and smoke checks passed)\n"
+        f"- staging: {staged}; last staging release: {last.outcome if last else '-'} "
+        f"at {last.at if last else '-'} (health and smoke checks passed)\n"
         + (f"- candidate: {candidate}\n" if candidate else "")
         + "\n"
         f"### CI\n\n{ci.removeprefix('# ')}\n\n"
