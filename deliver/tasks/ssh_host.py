@@ -269,11 +269,7 @@ class SshHost:
                 name,
                 "--restart",
                 "unless-stopped",
-                *[
-                    arg
-                    for key, value in labels.items()
-                    for arg in ("--label", f"{key}={value}")
-                ],
+                *[arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")],
                 "--publish",
                 f"127.0.0.1:{self.view.slot_ports[slot]}:{settings.container_port}",
                 image,
