@@ -277,6 +277,7 @@ class Rollout:
         even if an earlier one fails; the original exception is what the caller re-raises."""
         self.log.error("Release of %s halted: %s", request.version, _one_line(exc))
         switched_back: set[str] = set()
+        stuck: set[str] = set()  # its switch back failed: its nginx may send traffic to it
         for plan in switch_back_order(switched):
             if plan.state.live is None:
                 continue
@@ -284,9 +285,16 @@ class Rollout:
                 self._move_traffic(plan.host, plan.state.live.slot)
                 switched_back.add(plan.ref)
             except Exception as undo:
-                self.log.error("Could not switch %s back: %s", plan.ref, _one_line(undo))
+                stuck.add(plan.ref)
+                self.log.error(
+                    "Could not switch %s back: %s; its candidate is left running, and the "
+                    "next release records what serves there",
+                    plan.ref,
+                    _one_line(undo),
+                )
+        to_stop = [plan for plan in started if plan.ref not in stuck]
         for plan, error in zip(
-            started, on_each_settled(started, lambda p: p.host.stop_slot(p.slot)), strict=True
+            to_stop, on_each_settled(to_stop, lambda p: p.host.stop_slot(p.slot)), strict=True
         ):
             if error is not None:
                 self.log.error("Could not stop the candidate on %s: %s", plan.ref, _one_line(error))
