@@ -5,15 +5,19 @@ every host on the old version."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import threading
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
 
 from blocks.deploy_target import DeployTarget
-from deliver.errors import HealthCheckFailed
+from deliver.errors import HealthCheckFailed, ReleaseError
 from deliver.planning.release import nginx_upstream
 from tests.images import push_sample
 from tests.load import Load
@@ -201,3 +205,82 @@ def test_rollback_returns_every_host_to_a_kept_version(fleet_images, sandbox_con
         (sandbox_config.state_dir / "hosts" / "fleet-2" / "release-state.json").read_text()
     )["history"]
     assert (history[-1]["outcome"], history[-1]["version"]) == ("rolled-back", "4.0.1")
+
+
+class LoseSshd:
+    """On the host's candidate start, its sshd dies with every session it serves (SIGKILL to
+    the listener and its children), as a host that drops off the network mid-release would."""
+
+    def __init__(self, docker_engine: Any, sandbox_config: Any, host: str, version: str) -> None:
+        labels = [f"dev.deliver.host={host}", f"dev.deliver.version={version}"]
+        filters = {"type": "container", "event": "start", "label": labels}
+        saved = json.loads((sandbox_config.state_dir / "state.json").read_text())
+        self.listener = int(saved["components"][f"ssh-{host}"]["pid"])
+        self.events = docker_engine.events(decode=True, filters=filters)
+        self.killed: list[int] = []
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        for _ in self.events:
+            for pid in [*_descendants(self.listener), self.listener]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+            return
+
+    def close(self) -> None:
+        self.events.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def test_an_sshd_lost_mid_release_still_switches_the_others_back(
+    fleet_images, sandbox_config, docker_engine
+):
+    """fleet-2's sshd dies as its candidate starts, after fleet-1 switched: fleet-1 still goes
+    back (though switching fleet-2 back fails), the failure is recorded where it can be and
+    reported, and once fleet-2's sshd is back the next release converges."""
+    from deliver import sandbox
+    from tests.test_delivery_history import _release_reports
+
+    assert fleet_versions(sandbox_config) == {h: ("4.0.1", "4.0.1") for h in HOSTS}
+    lose = LoseSshd(docker_engine, sandbox_config, "fleet-2", "4.0.3")
+    try:
+        state, error = release_to_fleet(fleet_images["f3"], "4.0.3")
+    finally:
+        lose.close()
+    assert lose.killed, "fleet-2's sshd was never stopped"
+    try:
+        assert state.is_failed()
+        assert isinstance(error, ReleaseError), error
+        assert error.rolled_back
+        assert {served(sandbox_config.fleet_front_url) for _ in range(9)} == {"4.0.1"}
+        assert fleet_versions(sandbox_config)["fleet-1"] == ("4.0.1", "4.0.1")
+        outcomes = {
+            host: json.loads(
+                (sandbox_config.state_dir / "hosts" / host / "release-state.json").read_text()
+            )["history"][-1]["outcome"]
+            for host in ("fleet-1", "fleet-3")
+        }
+        assert outcomes == {"fleet-1": "switched-back", "fleet-3": "failed"}
+        report = _release_reports("release-stock-api-production")[0]
+        assert report.splitlines()[0] == (
+            "# stock-api → production: 4.0.3 failed in production and was switched back"
+        )
+    finally:
+        sandbox.up(sandbox_config, only=["ssh-fleet-2"], say=lambda _message: None)
+    state, result = release_to_fleet(fleet_images["f3"], "4.0.3")
+    assert state.is_completed(), result
+    assert fleet_versions(sandbox_config) == {h: ("4.0.3", "4.0.3") for h in HOSTS}
