@@ -20,7 +20,6 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -28,7 +27,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
-from deliver import sandbox
+from deliver import commands, sandbox
 from deliver.planning.ci import expand_command
 from deliver.spec import load_spec
 
@@ -72,9 +71,9 @@ def git(repo: Path, *args: str) -> str:
         **os.environ,
         **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER") for k, v in who.items()},
     }
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
-    )
+    done = commands.run(["git", *args], cwd=repo, env=env, timeout_s=60)
+    if not done.ok:
+        raise SystemExit(f"git {args[0]} failed:\n{done.tail()}")
     return done.stdout.strip()
 
 
@@ -230,10 +229,10 @@ def run_baseline(repo: Path, cache: Path) -> float:
         script = baseline_script(repo, Path(work), cache)
         time.sleep(SETTLE_S)
         started = time.perf_counter()
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+        done = commands.run(["bash", "-c", script], timeout_s=1800)
         wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"baseline failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    if not done.ok:
+        raise SystemExit(f"baseline failed:\n{done.tail(40)}")
     return wall
 
 

@@ -7,13 +7,12 @@ import asyncio
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
-from deliver import sandbox
+from deliver import commands, sandbox
 from deliver.errors import DeliveryError
 from deliver.sandbox.prefect_server import ensure_prefect_auth
 from deliver.sandbox.state import SandboxState
@@ -24,8 +23,8 @@ def current_ref(repo: str) -> str:
     if not Path(repo).is_dir():
         return "main"
     for argv in (["git", "symbolic-ref", "--short", "-q", "HEAD"], ["git", "rev-parse", "HEAD"]):
-        done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=False)
-        if done.returncode == 0 and done.stdout.strip():
+        done = commands.run(argv, cwd=repo, timeout_s=30)
+        if done.ok and done.stdout.strip():
             return done.stdout.strip()
     return "main"
 

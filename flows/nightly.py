@@ -11,7 +11,6 @@ import dataclasses
 import json
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deliver import commands
 from deliver.errors import ChecksFailed, DeliveryError
 from deliver.planning.metrics import parse_window, table_rows
 from deliver.planning.notices import NoticeKind, checked_block_reference
@@ -105,17 +105,12 @@ def run_benchmark(command: str) -> dict[str, Any]:
     """`python -m bench.<name> <args>` from the project root; its JSON figures."""
     name, *args = shlex.split(command)
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", *args],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
+    done = commands.run(
+        [sys.executable, "-m", f"bench.{name}", *args], cwd=PROJECT_DIR, timeout_s=3600
     )
-    if done.returncode != 0:
+    if not done.ok:
         tail = " ".join(done.stderr.strip().splitlines()[-3:])
-        raise BenchmarkFailed(name=name, detail=f"exit {done.returncode}: {tail[-400:]}")
+        raise BenchmarkFailed(name=name, detail=f"exit {done.exit_code}: {tail[-400:]}")
     text = done.stdout[done.stdout.find("{") :]
     try:
         figures: dict[str, Any] = json.loads(text)

@@ -363,8 +363,8 @@ def test_a_flow_that_shows_a_secret_logs_only_the_mask(canary_blocks, secrets, t
     """A task that logs, prints and echoes a loaded secret: the server's logs hold `***`."""
     from prefect import flow, get_client, get_run_logger, task
 
+    from deliver.commands import run_streamed
     from deliver.tasks.loading import load_block
-    from deliver.tasks.shell import run_streamed
 
     @task
     def careless() -> None:

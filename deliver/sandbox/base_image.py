@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from deliver import commands
 from deliver.errors import ComponentFailed
 from deliver.sandbox.component import Component, ComponentStatus, Context, SystemTool
 from deliver.sandbox.config import LOCAL_BASE_IMAGE, PUBLIC_BASE_IMAGE
@@ -105,11 +105,13 @@ class BaseImage(Component):
                     str(rootfs),
                     debian_mirror(),
                 ]
-                done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
-            if done.returncode != 0:
+                done = commands.run_streamed(
+                    argv, cwd=workdir, timeout_s=1800, on_line=lambda line: print(line, file=log)
+                )
+            if not done.ok:
                 raise ComponentFailed(
                     component=self.name,
-                    detail=f"debootstrap exited {done.returncode}",
+                    detail=f"debootstrap exited {done.exit_code}",
                     log_path=str(log_path),
                 )
             for unneeded in UNNEEDED:

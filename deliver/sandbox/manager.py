@@ -6,9 +6,9 @@ import contextlib
 import fcntl
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 
+from deliver import commands
 from deliver.errors import MissingSystemPackages, SandboxError
 from deliver.sandbox.advisories_mirror import AdvisoryMirror
 from deliver.sandbox.base_image import BaseImage
@@ -101,10 +101,10 @@ def install_packages(tools: Sequence[SystemTool], say: Callable[[str], None]) ->
         ["apt-get", "update", "-qq"],
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
     ):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-            raise MissingSystemPackages(packages=packages, reason=f"{argv[1]} failed: {tail}")
+        done = commands.run(argv, env=env, timeout_s=1800)
+        if not done.ok:
+            reason = f"{argv[1]} failed: {done.tail(5)}"
+            raise MissingSystemPackages(packages=packages, reason=reason)
 
 
 # Not part of the sandbox: what the end-to-end test of the Prefect UI drives it with.

@@ -3,9 +3,9 @@ per host of the production fleet, and the fleet's load balancer in front of thos
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from deliver import commands
 from deliver.errors import ComponentFailed
 from deliver.planning.release import nginx_upstream
 from deliver.sandbox.component import Context, Daemon, SystemTool, http_probe
@@ -61,10 +61,8 @@ class NginxFront(Daemon):
                 pid_file=paths["pid"],
             )
         )
-        check = subprocess.run(
-            [*self._base_argv(ctx), "-t"], capture_output=True, text=True, check=False
-        )
-        if check.returncode != 0:
+        check = commands.run([*self._base_argv(ctx), "-t"], timeout_s=30)
+        if not check.ok:
             raise ComponentFailed(component=self.name, detail=f"nginx -t: {check.stderr.strip()}")
         if not self.fleet_host:
             ctx.state.set_fact("nginx_upstream_file", str(paths["upstream"]))

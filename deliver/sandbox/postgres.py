@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
+from deliver import commands
 from deliver.errors import ComponentFailed
 from deliver.sandbox.component import ComponentStatus, Context, Daemon, SystemTool
 
@@ -94,7 +94,7 @@ class PostgresDatabase(Daemon):
         if os.geteuid() == 0:
             for path in (data.parent, data, password_file):
                 shutil.chown(path, user="postgres", group="postgres")
-        done = subprocess.run(
+        done = commands.run(
             [
                 *self._as_owner(),
                 self._bin("initdb"),
@@ -108,25 +108,21 @@ class PostgresDatabase(Daemon):
                 "--encoding=UTF8",
                 "--no-instructions",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            timeout_s=120,
         )
         password_file.unlink()
-        if done.returncode != 0:
-            detail = f"initdb failed: {done.stderr[-500:]}"
+        if not done.ok:
+            detail = f"initdb failed: {done.tail(10)}"
             raise ComponentFailed(component=self.name, detail=detail)
         # The database named after its owner, as clients expect by default; made in
         # single-user mode, before the server listens.
-        created = subprocess.run(
+        created = commands.run(
             [*self._as_owner(), self._bin("postgres"), "--single", "-D", str(data), "postgres"],
-            input=f"CREATE DATABASE {USER} OWNER {USER};\n",
-            capture_output=True,
-            text=True,
-            check=False,
+            stdin=f"CREATE DATABASE {USER} OWNER {USER};\n",
+            timeout_s=120,
         )
-        if created.returncode != 0 or "ERROR" in created.stdout + created.stderr:
-            detail = f"creating database {USER} failed: {(created.stdout + created.stderr)[-500:]}"
+        if not created.ok or "ERROR" in created.stdout + created.stderr:
+            detail = f"creating database {USER} failed: {created.tail(10)}"
             raise ComponentFailed(component=self.name, detail=detail)
 
     def argv(self, ctx: Context) -> list[str]:
@@ -151,7 +147,7 @@ class PostgresDatabase(Daemon):
         ]
 
     def probe(self, ctx: Context) -> str | None:
-        done = subprocess.run(
+        done = commands.run(
             [
                 self._bin("pg_isready"),
                 "-h",
@@ -163,12 +159,9 @@ class PostgresDatabase(Daemon):
                 "-d",
                 "postgres",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=10,
+            timeout_s=10,
         )
-        if done.returncode != 0:
+        if not done.ok:
             return f"not accepting connections: {done.stdout.strip() or done.stderr.strip()}"
         return None
 

@@ -7,7 +7,6 @@ import fcntl
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
@@ -15,9 +14,10 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from deliver import commands
+from deliver.commands import run_streamed
 from deliver.errors import EnvironmentFailed
 from deliver.spec import EnvironmentSpec
-from deliver.tasks.shell import run_streamed
 
 # Run with the environment's own python: the pinned closure of the app's runtime dependencies.
 _RUNTIME_CLOSURE = """
@@ -106,24 +106,21 @@ def _build(path: Path, app_dir: Path, spec: EnvironmentSpec, log: Callable[[str]
     log(f"Building the app environment at {path}")
     created = run_streamed([sys.executable, "-m", "venv", str(path)], cwd=app_dir, on_line=log)
     if not created.ok:
-        raise _fail(app_dir, f"python -m venv failed:\n{created.tail_text()}")
+        raise _fail(app_dir, f"python -m venv failed:\n{created.tail()}")
     python = str(path / "bin" / "python")
     requirements = [*runtime, *extras, *spec.tools]
     if requirements:
         pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         installed = run_streamed([*pip, *requirements], cwd=app_dir, on_line=log, timeout_s=900)
         if not installed.ok:
-            raise _fail(app_dir, f"pip install failed:\n{installed.tail_text()}")
-    freeze = subprocess.run(
-        [python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
-    )
+            raise _fail(app_dir, f"pip install failed:\n{installed.tail()}")
+    freeze = commands.run([python, "-m", "pip", "freeze", "--all"], timeout_s=120)
+    if not freeze.ok:
+        raise _fail(app_dir, f"pip freeze failed:\n{freeze.tail()}")
     frozen = hashlib.sha256(freeze.stdout.encode()).hexdigest()[:32]
-    closure = subprocess.run(
-        [python, "-c", _RUNTIME_CLOSURE, json.dumps(runtime)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    closure = commands.run([python, "-c", _RUNTIME_CLOSURE, json.dumps(runtime)], timeout_s=120)
+    if not closure.ok:
+        raise _fail(app_dir, f"reading the runtime dependencies failed:\n{closure.tail()}")
     (path / "runtime-requirements.txt").write_text(closure.stdout.strip() + "\n")
     (path / ".frozen-digest").write_text(frozen + "\n")
     (path / ".ready").write_text("")
@@ -145,10 +142,10 @@ def fresh_app_environment(app_dir: Path, spec: EnvironmentSpec, path: Path) -> A
 
 def installed_versions(environment: AppEnvironment) -> dict[str, str]:
     """name -> version of every distribution in the environment."""
-    freeze = subprocess.run(
+    listed = commands.run(
         [str(environment.bin_dir / "python"), "-m", "pip", "list", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
+        timeout_s=120,
     )
-    return {item["name"]: item["version"] for item in json.loads(freeze.stdout)}
+    if not listed.ok:
+        raise EnvironmentFailed(app_dir=str(environment.path), detail=listed.tail())
+    return {item["name"]: item["version"] for item in json.loads(listed.stdout)}

@@ -11,6 +11,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
+from deliver.commands import run_streamed
 from deliver.errors import CheckFailed
 from deliver.planning.ci import (
     TestCounts,
@@ -21,7 +22,6 @@ from deliver.planning.ci import (
 )
 from deliver.spec import CheckSpec
 from deliver.tasks.app_environment import AppEnvironment
-from deliver.tasks.shell import run_streamed
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +109,7 @@ def run_check(
         exit_code=result.exit_code,
         duration_s=round(result.duration_s, 3),
         command=" ".join(check.run),
-        tail=result.tail_text(30),
+        tail=result.tail(30),
         tests=parse_junit(junit.read_text()) if junit.exists() else None,
         coverage=round(parse_coverage(coverage.read_text()), 2) if coverage.exists() else None,
     )

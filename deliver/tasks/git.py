@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 from pathlib import Path
 
 from prefect import task
 
+from deliver import commands
 from deliver.errors import RefNotFound, RepoNotFound
 from deliver.planning.ci import RefKind, ResolvedRef, looks_like_sha
 
@@ -27,11 +27,8 @@ class _GitResult:
 
 
 def _git(*args: str, cwd: Path | None = None) -> _GitResult:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
-    )
-    error = "\n".join(done.stderr.strip().splitlines()[-3:])
-    return _GitResult(done.returncode == 0, done.stdout.splitlines(), error)
+    done = commands.run(["git", *args], cwd=cwd, timeout_s=300)
+    return _GitResult(done.ok, done.lines, "\n".join(done.stderr.strip().splitlines()[-3:]))
 
 
 def _remote_refs(repo: str) -> dict[str, str]:

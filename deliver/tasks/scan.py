@@ -7,7 +7,6 @@ import datetime
 import io
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -20,6 +19,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 
+from deliver import commands
 from deliver.errors import ScanFailed
 from deliver.planning.ci import (
     Finding,
@@ -128,7 +128,7 @@ def audit_python(packages: list[tuple[str, str]], advisory_url: str) -> tuple[li
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as requirements:
         requirements.write("".join(f"{name}=={version}\n" for name, version in packages))
     pip_audit = str(Path(sys.executable).parent / "pip-audit")
-    done = subprocess.run(
+    done = commands.run(
         [
             pip_audit,
             "-r",
@@ -144,10 +144,7 @@ def audit_python(packages: list[tuple[str, str]], advisory_url: str) -> tuple[li
             "--progress-spinner",
             "off",
         ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+        timeout_s=600,
     )
     Path(requirements.name).unlink()
     try:
@@ -176,14 +173,11 @@ def audit_python(packages: list[tuple[str, str]], advisory_url: str) -> tuple[li
 
 def run_trivy(trivy: str, image_id: str) -> list[Finding]:
     """OS and language findings from trivy, when the machine has it (with its own database)."""
-    done = subprocess.run(
+    done = commands.run(
         [trivy, "image", "--quiet", "--format", "json", "--scanners", "vuln", image_id],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
+        timeout_s=900,
     )
-    if done.returncode != 0:
+    if not done.ok:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ScanFailed(image=image_id, reason=f"trivy failed: {last}")
     return parse_trivy(json.loads(done.stdout or "{}"))

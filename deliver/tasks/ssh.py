@@ -7,6 +7,7 @@ import binascii
 import dataclasses
 import hashlib
 import io
+import select
 import shlex
 import threading
 import time
@@ -15,27 +16,15 @@ from contextlib import contextmanager
 
 import paramiko
 
+from deliver.commands import CommandResult, result_of
 from deliver.errors import (
     DeployTargetInvalid,
     HostKeyRejected,
     HostUnreachable,
     RemoteCommandFailed,
 )
-from deliver.redaction import redact
 
-TAIL = 20
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RemoteResult:
-    command: str
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
+MAX_READ = 4 * 1024 * 1024  # bytes read of each stream of a remote command
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,24 +135,35 @@ class Remote:
         stdin: bytes | None = None,
         check: bool = True,
         timeout_s: float = 300.0,
-    ) -> RemoteResult:
-        """Run `argv`, quoted with shlex; a non-zero exit raises RemoteCommandFailed if `check`."""
-        command = shlex.join(argv)
+    ) -> CommandResult:
+        """Run `argv`, quoted with shlex; a non-zero exit raises RemoteCommandFailed if `check`.
+        Past `timeout_s` without output the read gives up: HostUnreachable."""
+        started = time.monotonic()
         try:
-            channel_in, stdout, stderr = self.client.exec_command(command, timeout=timeout_s)
-        except (paramiko.SSHException, OSError) as exc:  # no channel: the command never started
-            raise HostUnreachable(host=str(self.address), detail=str(exc)) from exc
-        if stdin is not None:
-            channel_in.write(stdin)
-        channel_in.channel.shutdown_write()
-        out = redact(stdout.read().decode(errors="replace"))
-        err = redact(stderr.read().decode(errors="replace"))
-        code = stdout.channel.recv_exit_status()
-        command = redact(command)
-        result = RemoteResult(command=command, exit_code=code, stdout=out, stderr=err)
+            channel_in, stdout, stderr = self.client.exec_command(
+                shlex.join(argv), timeout=timeout_s
+            )
+            if stdin is not None:
+                channel_in.write(stdin)
+            channel_in.channel.shutdown_write()
+            out = stdout.read(MAX_READ).decode(errors="replace")
+            err = stderr.read(MAX_READ).decode(errors="replace")
+            code = stdout.channel.recv_exit_status()
+        except (paramiko.SSHException, OSError) as exc:  # no channel, or it broke or timed out
+            raise HostUnreachable(
+                host=str(self.address), detail=str(exc) or type(exc).__name__
+            ) from exc
+        result = result_of(
+            argv,
+            where=str(self.address),
+            exit_code=code,
+            stdout=out,
+            stderr=err,
+            duration_s=time.monotonic() - started,
+        )
         if check and code != 0:
             raise RemoteCommandFailed(
-                host=str(self.address), command=command, exit_code=code, stderr=err
+                host=result.where, command=result.command, exit_code=code, stderr=result.stderr
             )
         return result
 
@@ -171,6 +171,26 @@ class Remote:
         """Replace `path` atomically: write a temporary file beside it, then rename."""
         script = 'umask 077; tmp="$1.tmp.$$"; cat > "$tmp" && mv -f "$tmp" "$1"'
         self.run(["sh", "-c", script, "write_file", path], stdin=content)
+
+
+def _collect(channel: paramiko.Channel, *, deadline: float) -> tuple[str, str, int]:
+    """Both streams as they come (reading one while the other fills the window would stall the
+    command), each kept to MAX_READ bytes, then the exit code; past `deadline`, TimeoutError."""
+    out, err = bytearray(), bytearray()
+    while True:
+        while channel.recv_ready():
+            out += channel.recv(65536)[: max(0, MAX_READ - len(out))]
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)[: max(0, MAX_READ - len(err))]
+        drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+        if channel.exit_status_ready() and drained:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the command gave no exit status before its deadline")
+        select.select([channel], [], [], min(remaining, 1.0))
+    decoded = out.decode(errors="replace"), err.decode(errors="replace")
+    return decoded[0], decoded[1], channel.recv_exit_status()
 
 
 class ConnectionPool:
