@@ -48,8 +48,8 @@ class CommandResult:
 
     def tail(self, count: int = 15) -> str:
         """The last `count` lines of its output (stderr after stdout), or "(no output)"."""
-        lines = self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr
-        return "\n".join(lines.strip().splitlines()[-count:]) or "(no output)"
+        lines = [*self.stdout.splitlines(), *self.stderr.splitlines()]
+        return "\n".join(lines[-count:]).strip() or "(no output)"
 
 
 def result_of(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from deliver import commands, redaction
 
-SECRET = "s3cr3t-canary-value"
+SECRET = "s3cr3t-canary-value"  # noqa: S105 (a canary, not a credential)
 
 
 def test_a_command_returns_its_output_and_exit_code():
