@@ -123,7 +123,7 @@ def run_flow(repo: Path, cache: Path) -> tuple[float, Any]:
 
 def task_durations(state: Any) -> dict[str, float]:
     """Each task run's own duration by name; a name seen again gets `#2`, `#3`... in start order."""
-    from deliver.run_history import final_task_runs
+    from deliver.prefect_api import final_task_runs
 
     timed = sorted(
         (run.start_time, run.end_time, run.name)

@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from deliver.ci_command import current_ref, run_ci, use_sandbox
+from deliver.cli.ci import current_ref, run_ci
+from deliver.sandbox import use_sandbox
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,7 @@ async def load(url: str, *, seconds: float, clients: int, rps: float) -> dict[st
 
 
 def switch_started_at(flow_run_id: Any) -> float | None:
-    from deliver.run_history import final_task_runs
+    from deliver.prefect_api import final_task_runs
 
     for run in final_task_runs(flow_run_id):
         if run.name.startswith("switch-to-") and run.start_time:
@@ -80,7 +81,7 @@ def switch_started_at(flow_run_id: Any) -> float | None:
 
 def timeline(flow_run_id: Any, since: float) -> dict[str, float]:
     """Each task's start, in seconds after `since` (the approve call returning)."""
-    from deliver.run_history import final_task_runs
+    from deliver.prefect_api import final_task_runs
 
     starts = {
         run.name: round(run.start_time.timestamp() - since, 3)
@@ -124,7 +125,7 @@ def main() -> None:
         return
     implied = use_sandbox()
     from deliver import sandbox
-    from deliver.approvals import decide, waiting_releases
+    from deliver.prefect_api import decide, waiting_releases
     from flows.ci import CiParameters
     from flows.release import ReleaseParameters, release
 

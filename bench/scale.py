@@ -30,7 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from deliver import sandbox
-from deliver.ci_command import use_sandbox
+from deliver.sandbox import use_sandbox
 
 SQLITE_PORT = 14200
 REGISTRY_BLOCK = "sandbox-registry"

@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from deliver.ci_command import use_sandbox
+from deliver.sandbox import use_sandbox
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT_DIR / "examples" / "stock-api"

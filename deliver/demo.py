@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
 from deliver import sandbox
-from deliver.ci_command import current_ref, run_ci, summary, use_sandbox
+from deliver.cli.ci import current_ref, run_ci, summary
+from deliver.sandbox import use_sandbox
 from deliver.sandbox.chat import ChatInbox
 from deliver.sandbox.component import Context
 from deliver.sandbox.prefect_blocks import NOTIFY_BLOCK
@@ -56,24 +56,6 @@ def start_release(deployment_id: UUID, parameters: dict[str, Any]) -> UUID:
     return run.id
 
 
-def wait_for(run_id: UUID, *, until: set[str], timeout_s: float = 300) -> Any:
-    import asyncio
-
-    from prefect import get_client
-
-    async def read() -> Any:
-        async with get_client() as client:
-            return await client.read_flow_run(run_id)
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = asyncio.run(read())
-        if run.state and (run.state.type.value in until or run.state.is_final()):
-            return run
-        time.sleep(1)
-    raise SystemExit(f"flow run {run_id} did not reach {until} within {timeout_s:.0f} s")
-
-
 def main() -> int:
     config = sandbox.config_from_env()
     # Before anything imports Prefect: its settings (API URL, auth string) are read at import.
@@ -87,6 +69,7 @@ def main() -> int:
         print("Some components are unhealthy: run `deliver sandbox up`.", file=sys.stderr)
         return 1
 
+    from deliver.prefect_api import wait_for_flow_run  # Prefect is configured only now
     from flows.ci import CiParameters
 
     ui = config.prefect_api_url.removesuffix("/api")
@@ -117,7 +100,7 @@ def main() -> int:
         "notify_block": NOTIFY_BLOCK,
     }
     step(f"Staging release of {ci.version} (deployment release/sandbox on the worker)")
-    run = wait_for(
+    run = wait_for_flow_run(
         start_release(deployment_id, {**release, "environment": "staging"}), until={"COMPLETED"}
     )
     print(f"  {run.state.name}: {ui}/runs/flow-run/{run.id}")
@@ -126,7 +109,7 @@ def main() -> int:
 
     step(f"Production release of {ci.version}: waiting for approval")
     run_id = start_release(deployment_id, {**release, "environment": "production"})
-    run = wait_for(run_id, until={"PAUSED"})
+    run = wait_for_flow_run(run_id, until={"PAUSED"})
     if run.state.type.value != "PAUSED":
         print(f"  {run.state.name}: {run.state.message}", file=sys.stderr)
         return 1
@@ -141,7 +124,7 @@ def main() -> int:
         print("\nRun `make demo APPROVE=1` to approve as the demo approver instead.")
         return 0
 
-    from deliver.approvals import decide
+    from deliver.prefect_api import decide
 
     decide(
         str(run_id),
@@ -150,7 +133,7 @@ def main() -> int:
         reason="staging checks passed",
         code="",
     )
-    run = wait_for(run_id, until={"COMPLETED"})
+    run = wait_for_flow_run(run_id, until={"COMPLETED"})
     print(f"  {run.state.name}: {ui}/runs/flow-run/{run_id}")
     if run.state.type.value != "COMPLETED":
         return 1
@@ -165,8 +148,8 @@ def main() -> int:
         )
     show_chat(config, chat_from)
     step("Delivery metrics (`deliver metrics --sandbox`), from the releases' Prefect events")
-    from deliver.metrics_command import delivery_metrics
     from deliver.planning.metrics import table_rows
+    from deliver.prefect_api import delivery_metrics
 
     for row in table_rows(delivery_metrics("30d")):
         print(f"  {row['metric']:<24} {row['value']:<20} {row['basis']}")

@@ -19,20 +19,15 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver.errors import CheckFailed, ChecksFailed
-from deliver.planning.ci import (
-    TestCounts,
-    image_tags,
-    oci_labels,
-    ref_name_problem,
-    source_tree_tag,
-)
+from deliver.planning.ci import BuildPlan, TestCounts, plan_build, ref_name_problem
 from deliver.planning.events import ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
-from deliver.spec import PipelineSpec, load_spec
+from deliver.planning.report import ci_report
+from deliver.spec import PipelineSpec
 from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
-from deliver.tasks.git import check_out, repo_name
+from deliver.tasks.git import repo_name
 from deliver.tasks.limits import build_limit_name, held
 from deliver.tasks.notify import notification_block, notify_failure
 from deliver.tasks.registry import (
@@ -43,6 +38,7 @@ from deliver.tasks.registry import (
     tag_image,
 )
 from deliver.tasks.scan import ScanReport, scan_image
+from flows.prepared_app import PreparedApp, prepare_app
 
 PUBLIC_OSV = "https://api.osv.dev/v1/query"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "deliver"
@@ -127,11 +123,6 @@ class CiResult:
     scan: ScanReport
 
 
-@task(name="read_spec")
-def read_spec(path: Path) -> PipelineSpec:
-    return load_spec(path)
-
-
 def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
     value = future.result(raise_on_failure=False)
     if isinstance(value, CheckResult):
@@ -195,42 +186,38 @@ def publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
 
 @task(name="publish_result")
 def publish_result(result: CiResult) -> None:
-    checks = ", ".join(f"{c.name} {c.status}" for c in result.checks)
-    built = "yes" if result.built else "no, the registry already held this source tree"
     create_markdown_artifact(
         key=f"ci-{result.service}",
-        markdown=(
-            f"# CI of {result.service} {result.version}\n\n"
-            f"- image: `{result.image}`\n- commit: `{result.sha}` ({result.ref})\n"
-            f"- tags: {', '.join(result.tags)}\n"
-            f"- built: {built}\n"
-            f"- checks: {checks}\n- scan: {result.scan.verdict}\n"
+        markdown=ci_report(
+            service=result.service,
+            version=result.version,
+            image=result.image,
+            sha=result.sha,
+            ref=result.ref,
+            tags=result.tags,
+            built=result.built,
+            checks=[(c.name, c.status) for c in result.checks],
+            scan_verdict=result.scan.verdict,
         ),
         description=f"{result.service} {result.version}: {result.image}",
     )
 
 
 def _image(
-    parameters: CiParameters,
-    spec: PipelineSpec,
-    checkout: Any,
-    lookup: RegistryLookup,
-    tags: list[str],
-    source_tag: str,
+    parameters: CiParameters, app: PreparedApp, plan: BuildPlan, lookup: RegistryLookup
 ) -> tuple[str, RegistryImage, ScanReport]:
     """Build (unless the registry holds this source tree), test the container, scan, then push
     or re-tag: (image id, the image in the registry, the scan report)."""
     existing = lookup.existing
-    app_dir = (checkout.workdir / parameters.spec_path).parent
+    spec = app.spec
     if existing is None:
-        labels = oci_labels(checkout.resolved, source=parameters.repo, tree=source_tag)
         built = build_image(
-            (app_dir / spec.image.context).resolve(),
-            spec.image.dockerfile,
-            lookup.repository,
-            tags,
-            {**spec.image.build_args, **parameters.build_args},
-            labels,
+            Path(plan.context),
+            plan.dockerfile,
+            plan.repository,
+            list(plan.tags),
+            plan.build_args,
+            plan.labels,
         )
         image_id = built.image_id
     else:
@@ -248,29 +235,35 @@ def _image(
     report = scan.result()
 
     if existing is None:
-        return image_id, push_image(parameters.registry_block, spec.image.name, tags), report
-    tag_image(parameters.registry_block, spec.image.name, existing.digest, tags)
+        return (
+            image_id,
+            push_image(parameters.registry_block, spec.image.name, list(plan.tags)),
+            report,
+        )
+    tag_image(parameters.registry_block, spec.image.name, existing.digest, list(plan.tags))
     return image_id, existing, report
 
 
 @flow(name="ci-pipeline", log_prints=True)
 async def ci_pipeline(parameters: CiParameters) -> CiResult:
     """Check out `parameters.ref`, check, build, test, scan and push; return the image by digest."""
-    logger = get_run_logger()
     cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
     workdir = cache / "work" / str(flow_run.get_id() or "local")
     if parameters.notify_block:
         notification_block(parameters.notify_block)  # a wrong name fails before any work
+    app: PreparedApp | None = None
     # One API client for every task: without it each sync task builds its own (~20 ms apiece).
     with SyncClientContext.get_or_create():
-        service = [repo_name(parameters.repo)]
         try:
-            return _pipeline(parameters, cache, workdir, logger, service)
+            app = prepare_app(
+                parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
+            )
+            return _pipeline(parameters, app, cache)
         except Exception as exc:
             notify_failure(
                 parameters.notify_block,
                 NoticeKind.CI_FAILED,
-                service=service[0],
+                service=app.service if app else repo_name(parameters.repo),
                 ref=parameters.ref,
                 error=exc,
             )
@@ -279,45 +272,45 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _pipeline(
-    parameters: CiParameters, cache: Path, workdir: Path, logger: Any, service: list[str]
-) -> CiResult:
-    """`service` gets the spec's name for the service once it is read."""
-    checkout = check_out(parameters.repo, parameters.ref, workdir / "src")
-    spec_file = checkout.workdir / parameters.spec_path
-    spec = read_spec(spec_file)
-    service[0] = spec.service
-    app_dir = spec_file.parent
-    # The image's identity is fixed by the commit, before checks write anything in the tree.
-    context_dir = (app_dir / spec.image.context).resolve()
-    build_args = {**spec.image.build_args, **parameters.build_args}
-    source_tag = source_tree_tag(
-        tree=context_digest(context_dir, spec.image.dockerfile),
-        dockerfile=spec.image.dockerfile,
-        build_args=build_args,
+def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
+    """Made before the checks run: they may write in the tree, the image's identity may not
+    change with it."""
+    context = (app.app_dir / app.spec.image.context).resolve()
+    return plan_build(
+        repository=app.spec.image.name,
+        context=str(context),
+        dockerfile=app.spec.image.dockerfile,
+        build_args={**app.spec.image.build_args, **parameters.build_args},
+        tree_digest=context_digest(context, app.spec.image.dockerfile),
+        resolved=app.checkout.resolved,
+        source=parameters.repo,
     )
+
+
+def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path) -> CiResult:
+    spec, checkout = app.spec, app.checkout
+    plan = build_plan(parameters, app)
     # The lookup reads the registry only, so it runs while the checks do.
-    first_lookup = find_image.submit(parameters.registry_block, spec.image.name, source_tag)
-    environment = prepare_app_environment(app_dir, spec.environment, cache)
+    first_lookup = find_image.submit(parameters.registry_block, spec.image.name, plan.source_tag)
+    environment = prepare_app_environment(app.app_dir, spec.environment, cache)
     placeholders = {
         "advisory_url": parameters.advisory_url,
         "requirements": str(environment.runtime_requirements),
     }
     try:
-        checks, checks_published = run_checks(spec, app_dir, environment, placeholders, cache)
+        checks, checks_published = run_checks(spec, app.app_dir, environment, placeholders, cache)
     finally:
         first_lookup.wait()
 
-    tags = image_tags(checkout.resolved, source_tag)
     lookup = first_lookup.result()
     if lookup.existing is None:
         # Two runs of one source tree at once would both build and push it, and the second
         # push would move the first's tags. The second waits, then finds the first's image.
         with held(build_limit_name(spec.image.name), "one build and push of an image at a time"):
-            lookup = find_image(parameters.registry_block, spec.image.name, source_tag)
-            image_id, pushed, report = _image(parameters, spec, checkout, lookup, tags, source_tag)
+            lookup = find_image(parameters.registry_block, spec.image.name, plan.source_tag)
+            image_id, pushed, report = _image(parameters, app, plan, lookup)
     else:
-        image_id, pushed, report = _image(parameters, spec, checkout, lookup, tags, source_tag)
+        image_id, pushed, report = _image(parameters, app, plan, lookup)
     result = CiResult(
         service=spec.service,
         image=pushed.reference,
@@ -326,14 +319,14 @@ def _pipeline(
         sha=checkout.resolved.sha,
         ref=parameters.ref,
         version=checkout.resolved.version,
-        tags=tuple(tags),
+        tags=plan.tags,
         built=lookup.existing is None,
         checks=tuple(checks),
         scan=report,
     )
     checks_published.wait()
     publish_result(result)
-    logger.info("CI of %s %s: %s", spec.service, result.version, result.image)
+    get_run_logger().info("CI of %s %s: %s", spec.service, result.version, result.image)
     # Deployment triggers (prefect.yaml) turn this into releases: main to staging, v* tags
     # to production. The chain shows in the UI's event feed and automations.
     emit_event(

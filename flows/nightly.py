@@ -7,7 +7,6 @@ failure is notified; an automation also alerts when no nightly run succeeded in 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import shutil
@@ -25,11 +24,13 @@ from deliver import commands
 from deliver.errors import ChecksFailed, DeliveryError
 from deliver.planning.metrics import parse_window, table_rows
 from deliver.planning.notices import NoticeKind, checked_block_reference
+from deliver.planning.report import NightlyReport, nightly_report
 from deliver.tasks.app_environment import fresh_app_environment, installed_versions
 from deliver.tasks.checks import CheckResult, run_check
-from deliver.tasks.git import check_out, repo_name
+from deliver.tasks.git import repo_name
 from deliver.tasks.notify import notification_block, notify_failure
-from flows.ci import DEFAULT_CACHE_DIR, PUBLIC_OSV, read_spec
+from flows.ci import DEFAULT_CACHE_DIR, PUBLIC_OSV
+from flows.prepared_app import PreparedApp, prepare_app
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("ci", "release", "sandbox_up")
@@ -88,18 +89,6 @@ class NightlyParameters(BaseModel):
         return checked_block_reference(value)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class NightlyReport:
-    service: str
-    sha: str
-    checks: dict[str, str]  # name -> passed / failed
-    tests_passed: int
-    coverage: float | None
-    dependencies: dict[str, str]
-    benchmarks: dict[str, Any]
-    metrics: list[dict[str, str]]
-
-
 @task(name="run_benchmark", task_run_name="bench-{command}")
 def run_benchmark(command: str) -> dict[str, Any]:
     """`python -m bench.<name> <args>` from the project root; its JSON figures."""
@@ -122,7 +111,7 @@ def run_benchmark(command: str) -> dict[str, Any]:
 
 @task(name="publish_metrics")
 def publish_metrics(window: str) -> list[dict[str, str]]:
-    from deliver.metrics_command import delivery_metrics
+    from deliver.prefect_api import delivery_metrics
 
     rows = table_rows(delivery_metrics(window))
     create_table_artifact(
@@ -133,37 +122,22 @@ def publish_metrics(window: str) -> list[dict[str, str]]:
     return rows
 
 
-def _report_markdown(report: NightlyReport, failures: dict[str, str]) -> str:
-    lines = [f"# Nightly: {report.service} at `{report.sha[:12]}`", ""]
-    lines += [f"- {name}: {status}" for name, status in report.checks.items()]
-    coverage = f", coverage {report.coverage:.1f}%" if report.coverage is not None else ""
-    lines += [f"- tests passed: {report.tests_passed}{coverage}", ""]
-    for name, tail in failures.items():
-        lines += [f"## {name} failed", "", "```", tail[-1500:], "```", ""]
-    lines += ["## Dependencies (newest allowed)", "", "| package | version |", "| --- | --- |"]
-    lines += [f"| {name} | {version} |" for name, version in sorted(report.dependencies.items())]
-    for command, figures in report.benchmarks.items():
-        lines += ["", f"## bench.{command}", "", "```json", json.dumps(figures, indent=2), "```"]
-    lines += ["", "## Delivery metrics", "", "| metric | value | basis |", "| --- | --- | --- |"]
-    lines += [f"| {r['metric']} | {r['value']} | {r['basis']} |" for r in report.metrics]
-    return "\n".join(lines) + "\n"
-
-
 @flow(name="nightly", log_prints=True)
 def nightly(parameters: NightlyParameters) -> NightlyReport:
     """Test on fresh dependencies, benchmark, measure; report it all, notify on failure."""
     if parameters.notify_block:
         notification_block(parameters.notify_block)
-    service = [repo_name(parameters.repo)]
     cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
     workdir = cache / "nightly" / str(flow_run.get_id() or "local")
+    app: PreparedApp | None = None
     try:
-        return _nightly(parameters, workdir, cache, service)
+        app = prepare_app(parameters.repo, parameters.ref, parameters.spec_path, workdir / "src")
+        return _nightly(parameters, app, workdir)
     except Exception as exc:
         notify_failure(
             parameters.notify_block,
             NoticeKind.NIGHTLY_FAILED,
-            service=service[0],
+            service=app.service if app else repo_name(parameters.repo),
             ref=parameters.ref,
             error=exc,
         )
@@ -172,17 +146,11 @@ def nightly(parameters: NightlyParameters) -> NightlyReport:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _nightly(
-    parameters: NightlyParameters, workdir: Path, cache: Path, service: list[str]
-) -> NightlyReport:
-    checkout = check_out(parameters.repo, parameters.ref, workdir / "src")
-    spec_file = checkout.workdir / parameters.spec_path
-    spec = read_spec(spec_file)
-    service[0] = spec.service
+def _nightly(parameters: NightlyParameters, app: PreparedApp, workdir: Path) -> NightlyReport:
+    spec, app_dir = app.spec, app.app_dir
     unknown = sorted(set(parameters.checks) - {check.name for check in spec.checks})
     if unknown:
-        raise ValueError(f"{spec_file.name} has no check named {', '.join(unknown)}")
-    app_dir = spec_file.parent
+        raise ValueError(f"{parameters.spec_path} has no check named {', '.join(unknown)}")
     environment = fresh_app_environment(app_dir, spec.environment, workdir / "env")
     placeholders = {
         "advisory_url": parameters.advisory_url,
@@ -202,7 +170,7 @@ def _nightly(
     )
     report = NightlyReport(
         service=spec.service,
-        sha=checkout.resolved.sha,
+        sha=app.checkout.resolved.sha,
         checks={name: "passed" if name in passed else "failed" for name in results},
         tests_passed=sum(r.tests.passed for r in passed.values() if r.tests),
         coverage=next((r.coverage for r in passed.values() if r.coverage is not None), None),
@@ -212,7 +180,7 @@ def _nightly(
     )
     create_markdown_artifact(
         key=f"nightly-{spec.service}",
-        markdown=_report_markdown(report, failures),
+        markdown=nightly_report(report, failures),
         description=f"Nightly run of {spec.service}",
     )
     if failures:

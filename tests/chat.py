@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.types import SecretDict
 
-from deliver.chat_inbox import Inbox
+from deliver.sandbox.services.chat_inbox import Inbox
 
 
 @contextlib.contextmanager

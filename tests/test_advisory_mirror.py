@@ -2,8 +2,8 @@
 
 import httpx
 
-from deliver.advisory_mirror import answer, load_records
 from deliver.sandbox.advisories_mirror import ADVISORY_DATA
+from deliver.sandbox.services.advisory_mirror import answer, load_records
 
 RECORDS = load_records(ADVISORY_DATA)
 

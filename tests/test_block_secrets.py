@@ -12,7 +12,7 @@ from pydantic import SecretStr, ValidationError
 from blocks.approval_policy import ApprovalPolicy
 from blocks.deploy_target import DeployTarget
 from deliver.errors import BlockInvalid, DeployTargetInvalid
-from deliver.run_history import final_task_runs
+from deliver.prefect_api import final_task_runs
 from flows.release import ReleaseParameters, release
 
 IMAGE = "127.0.0.1:5001/never-pulled@sha256:" + "ab" * 32

@@ -33,7 +33,7 @@ from deliver.errors import (
     ScanFailed,
     SpecError,
 )
-from deliver.run_history import final_task_runs
+from deliver.prefect_api import final_task_runs
 from flows.ci import CiParameters, CiResult, ci_pipeline
 from tests.conftest import PROJECT_DIR
 

@@ -1,5 +1,7 @@
 """Pure CI planning: refs, tags, labels, cache keys, reports, push streams, advisories, verdicts."""
 
+from typing import Any
+
 import pytest
 
 from deliver.planning.ci import (
@@ -248,3 +250,26 @@ def test_trivy_report_parsing():
     }
     (only,) = parse_trivy(report)
     assert (only.package, only.severity, only.fixed_in) == ("openssl", "critical", ("3.0.2",))
+
+
+def test_the_build_plan_names_the_image_once_for_every_step():
+    """Tags, labels and the source tag come from one plan: the source tag is among the tags
+    and in the labels, and a changed build arg changes it."""
+    from deliver.planning.ci import plan_build
+
+    def plan(**build_args: str) -> Any:
+        return plan_build(
+            repository="reg/app",
+            context="/src/app",
+            dockerfile="Dockerfile",
+            build_args=build_args,
+            tree_digest="d" * 64,
+            resolved=resolved(RefKind.TAG, "v1.2.0"),
+            source="https://git.example/app.git",
+        )
+
+    first = plan(VERSION="1.2.0")
+    assert first.tags == (SHA[:7], "1.2.0", first.source_tag)
+    assert first.labels["dev.deliver.source-tree"] == first.source_tag
+    assert first.labels["org.opencontainers.image.version"] == "1.2.0"
+    assert plan(VERSION="1.2.1").source_tag != first.source_tag

@@ -21,11 +21,11 @@ from typing import Any, cast
 import pytest
 
 from blocks.deploy_target import DeployTarget
-from deliver.chat_inbox import Inbox
-from deliver.ci_command import run_ci
-from deliver.metrics_command import read_release_records
+from deliver.cli.ci import run_ci
 from deliver.planning.metrics import compute
 from deliver.planning.registry import read_push_stream
+from deliver.prefect_api import read_release_records
+from deliver.sandbox.services.chat_inbox import Inbox
 from flows.ci import CiParameters
 from flows.release import RollbackParameters, rollback
 from tests.chat import chat_block

@@ -112,7 +112,7 @@ def test_green_ci_on_main_starts_the_staging_release(deployed, sandbox_config, b
     import shutil
     import uuid
 
-    from deliver.ci_command import run_ci
+    from deliver.cli.ci import run_ci
     from flows.ci import CiParameters
     from tests.test_ci_pipeline import SAMPLE, git
 

@@ -15,7 +15,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.deployments import run_deployment
 from pydantic import ValidationError
 
-from deliver.chat_inbox import Inbox
+from deliver.sandbox.services.chat_inbox import Inbox
 from deployments import deploy_all
 from flows.nightly import NightlyParameters, nightly
 from tests.chat import chat_block

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from blocks.approval_policy import ApprovalPolicy
 from blocks.deploy_target import DeployTarget
-from deliver.approvals import decide, waiting_releases
 from deliver.errors import HealthCheckFailed, HostKeyRejected, NotOnStaging, SmokeCheckFailed
 from deliver.planning.approval import decode_secret, totp
 from deliver.planning.release import nginx_upstream
+from deliver.prefect_api import decide, waiting_releases
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
 from flows.release import ReleaseParameters, release
 from tests.conftest import PROJECT_DIR
@@ -584,7 +584,8 @@ def processes_of(flow_run_id: str) -> list[int]:
 def test_deployment_release_suspends_without_holding_a_process(images, sandbox_config):
     """Run from a deployment, a production release suspends: no process waits for the approver;
     approving reschedules it on the worker, which finishes the release."""
-    from deliver.demo import deploy_release, start_release, wait_for
+    from deliver.demo import deploy_release, start_release
+    from deliver.prefect_api import wait_for_flow_run as wait_for
 
     state, _ = run_release(images["v1"], "staging", "1.0.1")
     assert state.is_completed()

@@ -94,7 +94,7 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
     import shutil
     import subprocess
 
-    from deliver.approvals import decide, waiting_releases
+    from deliver.prefect_api import decide, waiting_releases
     from tests.conftest import PROJECT_DIR
     from tests.images import push_sample
     from tests.test_release import host_state

@@ -43,8 +43,8 @@ from prefect.types import SecretDict
 from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks.deploy_target import DeployTarget
-from deliver.chat_inbox import Inbox
 from deliver.redaction import secret_forms
+from deliver.sandbox.services.chat_inbox import Inbox
 from deliver.tasks.loading import load_block
 from deliver.webhook_server import WebhookSettings, serve
 from deployments import deploy_all

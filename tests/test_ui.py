@@ -29,7 +29,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from deliver.demo import deploy_release, start_release, wait_for
+from deliver.demo import deploy_release, start_release
+from deliver.prefect_api import wait_for_flow_run as wait_for
 from deliver.sandbox.manager import BROWSER_TOOLS
 from deployments import deploy_all
 from tests.test_ci_pipeline import SAMPLE, git

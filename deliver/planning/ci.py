@@ -95,6 +95,43 @@ def source_tree_tag(*, tree: str, dockerfile: str, build_args: Mapping[str, str]
     return "src-" + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BuildPlan:
+    """The image's identity, fixed by the commit before any check writes in the tree: what is
+    built from where, and every name and label it gets."""
+
+    repository: str
+    context: str  # absolute path of the build context
+    dockerfile: str
+    build_args: Mapping[str, str]
+    source_tag: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+
+
+def plan_build(
+    *,
+    repository: str,
+    context: str,
+    dockerfile: str,
+    build_args: Mapping[str, str],
+    tree_digest: str,
+    resolved: ResolvedRef,
+    source: str,
+) -> BuildPlan:
+    """`tree_digest` is the digest of what the context sends (after .dockerignore)."""
+    source_tag = source_tree_tag(tree=tree_digest, dockerfile=dockerfile, build_args=build_args)
+    return BuildPlan(
+        repository=repository,
+        context=context,
+        dockerfile=dockerfile,
+        build_args=dict(build_args),
+        source_tag=source_tag,
+        tags=tuple(image_tags(resolved, source_tag)),
+        labels=oci_labels(resolved, source=source, tree=source_tag),
+    )
+
+
 def check_cache_key(
     check: CheckSpec,
     *,

@@ -1,8 +1,11 @@
-"""The release report: the markdown a release leaves on its run page. Pure."""
+"""The markdown reports runs leave in the UI: a release's, a CI result's, a nightly's. Pure."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from deliver.planning.release import Outcome
 
@@ -49,4 +52,56 @@ def release_report(
     if timings_s:
         lines += ["", "## Timings", "", "| step | seconds |", "| --- | ---: |"]
         lines += [f"| {step} | {seconds:.2f} |" for step, seconds in timings_s.items()]
+    return "\n".join(lines) + "\n"
+
+
+def ci_report(
+    *,
+    service: str,
+    version: str,
+    image: str,
+    sha: str,
+    ref: str,
+    tags: Sequence[str],
+    built: bool,
+    checks: Sequence[tuple[str, str]],  # (name, status)
+    scan_verdict: str,
+) -> str:
+    """The CI result a production approval's evidence quotes (it starts with "# CI of")."""
+    listed = ", ".join(f"{name} {status}" for name, status in checks)
+    how = "yes" if built else "no, the registry already held this source tree"
+    return (
+        f"# CI of {service} {version}\n\n"
+        f"- image: `{image}`\n- commit: `{sha}` ({ref})\n"
+        f"- tags: {', '.join(tags)}\n"
+        f"- built: {how}\n"
+        f"- checks: {listed}\n- scan: {scan_verdict}\n"
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NightlyReport:
+    service: str
+    sha: str
+    checks: dict[str, str]  # name -> passed / failed
+    tests_passed: int
+    coverage: float | None
+    dependencies: dict[str, str]
+    benchmarks: dict[str, Any]
+    metrics: list[dict[str, str]]
+
+
+def nightly_report(report: NightlyReport, failures: Mapping[str, str]) -> str:
+    lines = [f"# Nightly: {report.service} at `{report.sha[:12]}`", ""]
+    lines += [f"- {name}: {status}" for name, status in report.checks.items()]
+    coverage = f", coverage {report.coverage:.1f}%" if report.coverage is not None else ""
+    lines += [f"- tests passed: {report.tests_passed}{coverage}", ""]
+    for name, tail in failures.items():
+        lines += [f"## {name} failed", "", "```", tail[-1500:], "```", ""]
+    lines += ["## Dependencies (newest allowed)", "", "| package | version |", "| --- | --- |"]
+    lines += [f"| {name} | {version} |" for name, version in sorted(report.dependencies.items())]
+    for command, figures in report.benchmarks.items():
+        lines += ["", f"## bench.{command}", "", "```json", json.dumps(figures, indent=2), "```"]
+    lines += ["", "## Delivery metrics", "", "| metric | value | basis |", "| --- | --- | --- |"]
+    lines += [f"| {r['metric']} | {r['value']} | {r['basis']} |" for r in report.metrics]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ class AdvisoryMirror(Daemon):
         return [
             sys.executable,
             "-m",
-            "deliver.advisory_mirror",
+            "deliver.sandbox.services.advisory_mirror",
             "--port",
             str(ctx.config.advisory_port),
             "--data",

@@ -42,7 +42,7 @@ class ChatInbox(Daemon):
         return [
             sys.executable,
             "-m",
-            "deliver.chat_inbox",
+            "deliver.sandbox.services.chat_inbox",
             "--port",
             str(ctx.config.chat_port),
             "--token-file",

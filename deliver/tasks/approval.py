@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any
 
-from prefect import get_client, task
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
+from prefect import task
 
 from blocks.approval_policy import ApprovalPolicy
 from deliver.planning.approval import Decision, PolicyView, refusal
@@ -36,20 +32,9 @@ def read_approval_timeout(policy_block: str) -> float:
 @task(name="find_ci_evidence")
 def find_ci_evidence(digest: str) -> str:
     """The CI result artifact that produced `digest` (checks and scan), or a note that none did."""
+    from deliver.prefect_api import ci_result_naming  # inside the run, Prefect is configured
 
-    async def read() -> list[Any]:
-        async with get_client() as client:
-            return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="ci-%")),
-                sort=ArtifactSort.CREATED_DESC,
-                limit=200,
-            )
-
-    for artifact in asyncio.run(read()):
-        data = str(artifact.data or "")
-        if digest in data and data.startswith("# CI of"):
-            return data
-    return f"No CI result on this server names {digest}."
+    return ci_result_naming(digest) or f"No CI result on this server names {digest}."
 
 
 def evidence_markdown(

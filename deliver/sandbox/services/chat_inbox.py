@@ -1,6 +1,6 @@
 """A Slack-compatible incoming-webhook receiver on loopback that keeps what it is sent.
 
-    python -m deliver.chat_inbox --port 8091 --token-file FILE --out messages.jsonl
+    python -m deliver.sandbox.services.chat_inbox --port 8091 --token-file FILE --out messages.jsonl
 
 POST /hooks/<token> with a JSON body (Slack's `{"text": ...}`) is kept, one JSON line per
 message; a wrong token gets 403 and is not kept. GET /messages lists what was kept. It stands
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from deliver.json_http import JsonHandler
+from deliver.sandbox.services.json_http import JsonHandler
 
 MAX_BODY = 64 * 1024
 

@@ -1,4 +1,4 @@
-"""`deliver ci`: run the ci-pipeline flow from the command line."""
+"""`deliver ci`: run the ci-pipeline flow here, against the configured or the sandbox's server."""
 
 from __future__ import annotations
 
@@ -6,30 +6,19 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
-from deliver import commands, sandbox
+from deliver import commands
+from deliver.cli.common import EXIT_FAILED, EXIT_OK, Commands, connect, say
 from deliver.errors import DeliveryError
-from deliver.sandbox.prefect_server import ensure_prefect_auth
-from deliver.sandbox.state import SandboxState
 
 
-def current_ref(repo: str) -> str:
-    """The checked-out branch of a local repo, else its commit sha, else 'main'."""
-    if not Path(repo).is_dir():
-        return "main"
-    for argv in (["git", "symbolic-ref", "--short", "-q", "HEAD"], ["git", "rev-parse", "HEAD"]):
-        done = commands.run(argv, cwd=repo, timeout_s=30)
-        if done.ok and done.stdout.strip():
-            return done.stdout.strip()
-    return "main"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(subcommands: Commands) -> None:
+    parser = subcommands.add_parser(
+        "ci", help="run the CI pipeline (checks, build, test, scan, push)"
+    )
     parser.add_argument("--repo", default=".", help="git URL or local path (default: .)")
     parser.add_argument("--ref", help="branch, tag or sha (default: the repo's current branch)")
     parser.add_argument("--spec", default="deliver.yaml", help="spec path inside the repo")
@@ -52,19 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the local sandbox: its Prefect server, advisory mirror and base image",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=run)
 
 
-def use_sandbox() -> dict[str, str]:
-    """Point Prefect at the sandbox; return the CI parameters the sandbox implies."""
-    config = sandbox.config_from_env()
-    config.prefect_home.mkdir(parents=True, exist_ok=True)
-    ensure_prefect_auth(config)
-    os.environ.update(config.prefect_env())
-    implied = {"advisory_url": config.advisory_url, "cache_dir": str(config.state_dir / "ci-cache")}
-    base_image = SandboxState.load(config.state_dir).fact("base_image")
-    if base_image:
-        implied["base_image"] = str(base_image)
-    return implied
+def current_ref(repo: str) -> str:
+    """The checked-out branch of a local repo, else its commit sha, else 'main'."""
+    if not Path(repo).is_dir():
+        return "main"
+    for argv in (["git", "symbolic-ref", "--short", "-q", "HEAD"], ["git", "rev-parse", "HEAD"]):
+        done = commands.run(argv, cwd=repo, timeout_s=30)
+        if done.ok and done.stdout.strip():
+            return done.stdout.strip()
+    return "main"
 
 
 def run_ci(parameters: Any) -> tuple[Any, Any]:
@@ -85,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise DeliveryError(f"--build-arg {item!r}: expected NAME=VALUE")
         build_args[name] = value
-    implied = use_sandbox() if args.sandbox else {}
+    implied = connect(args) if args.sandbox else {}
     if "base_image" in implied:
         build_args.setdefault("BASE_IMAGE", implied["base_image"])
     # Prefect reads its settings at import, so it is imported only now.
@@ -103,14 +91,14 @@ def run(args: argparse.Namespace) -> int:
     )
     state, value = run_ci(parameters)
     if not state.is_completed():
-        print(f"error: ci-pipeline {state.name}: {value}", file=sys.stderr)
-        return 1
+        say(f"error: ci-pipeline {state.name}: {value}")
+        return EXIT_FAILED
     result = cast(CiResult, value)
     if args.json:
         print(json.dumps(dataclasses.asdict(result), indent=2, default=str))
     else:
         print(summary(result))
-    return 0
+    return EXIT_OK
 
 
 def summary(result: Any) -> str:

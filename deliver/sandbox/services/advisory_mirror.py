@@ -1,6 +1,6 @@
 """An OSV-compatible advisory service on loopback, serving OSV-format files from a folder.
 
-    python -m deliver.advisory_mirror --port 8090 --data deliver/sandbox/advisories
+    python -m deliver.sandbox.services.advisory_mirror --port 8090 --data deliver/sandbox/advisories
 
 Answers POST /v1/query, POST /v1/querybatch and GET /v1/vulns/{id} as api.osv.dev does, for the
 records it holds. Real users keep the public service; this is for machines that cannot reach it.
@@ -15,8 +15,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from deliver.json_http import JsonHandler
 from deliver.planning.osv import matching
+from deliver.sandbox.services.json_http import JsonHandler
 
 MAX_BODY = 1 << 20
 

@@ -1,0 +1,5 @@
+import sys
+
+from deliver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Servers only the sandbox runs: the team chat's inbox and the advisory mirror."""
