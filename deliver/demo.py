@@ -34,6 +34,7 @@ def step(title: str) -> None:
 
 
 def deploy_release(work_pool: str) -> UUID:
+    # Prefect only now, in the demo's functions: main() points it at the sandbox first.
     from prefect import Flow
 
     source = Flow.from_source(source=str(PROJECT_DIR), entrypoint="flows/release.py:release")

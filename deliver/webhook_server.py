@@ -30,6 +30,7 @@ class WebhookSettings:
 
 def start_ci(settings: WebhookSettings, run: Run) -> str:
     """The `ci` deployment's run for this delivery: created once, found again on a replay."""
+    # Prefect only now: `deliver webhook serve` has pointed it at its server by then.
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 

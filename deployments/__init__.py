@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import zoneinfo
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -55,8 +56,6 @@ class UnknownTimezone(ValueError):
 
 
 def check_timezone(name: str) -> None:
-    import zoneinfo
-
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -68,6 +67,7 @@ def check_timezone(name: str) -> None:
 def _deploy_one(
     spec: dict[str, Any], path: Path, work_pool: str | None, timezone: str | None
 ) -> Deployed:
+    # Prefect only now: `deliver deploy` has pointed it at its server by then.
     from prefect import Flow
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.schedules import Cron

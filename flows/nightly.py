@@ -25,6 +25,7 @@ from deliver.errors import ChecksFailed, DeliveryError
 from deliver.planning.metrics import parse_window, table_rows
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import NightlyReport, nightly_report
+from deliver.prefect_api import delivery_metrics
 from deliver.tasks.app_environment import fresh_app_environment, installed_versions
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.git import repo_name
@@ -111,8 +112,6 @@ def run_benchmark(command: str) -> dict[str, Any]:
 
 @task(name="publish_metrics")
 def publish_metrics(window: str) -> list[dict[str, str]]:
-    from deliver.prefect_api import delivery_metrics
-
     rows = table_rows(delivery_metrics(window))
     create_table_artifact(
         key="delivery-metrics",

@@ -13,7 +13,10 @@ from pydantic import SecretStr
 from deliver.sandbox.chat import ChatInbox
 from deliver.sandbox.component import Component, ComponentStatus, Context
 from deliver.sandbox.config import LOOPBACK, Environment
+from deliver.sandbox.nginx_front import NginxFront
 from deliver.sandbox.registry import Registry
+from deliver.sandbox.ssh_hosts import SshHost
+from deliver.spec import load_spec
 
 WEBHOOK_SECRET_BLOCK = "webhook-secret"  # noqa: S105 (a block name)
 REGISTRY_BLOCK = "sandbox-registry"
@@ -28,10 +31,6 @@ SAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "stock-api" / "
 
 def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, Any]:
     """A DeployTarget for one of the sandbox's SSH hosts, serving the sample service."""
-    from deliver.sandbox.nginx_front import NginxFront
-    from deliver.sandbox.ssh_hosts import SshHost
-    from deliver.spec import load_spec
-
     paths = SshHost(environment).paths(ctx)
     ports = ctx.config.slot_ports[environment]
     state_dir = ctx.dir("hosts") / environment.value
@@ -73,9 +72,6 @@ def qa_target_fields(ctx: Context) -> dict[str, Any]:
 def fleet_target_fields(ctx: Context) -> dict[str, Any]:
     """Production as a fleet: the sandbox's three fleet hosts, each with its own sshd, slots
     and nginx, behind one load balancer. All share the deploy key of the first."""
-    from deliver.sandbox.nginx_front import NginxFront
-    from deliver.sandbox.ssh_hosts import SshHost
-
     fields = deploy_target_fields(ctx, Environment.PRODUCTION)
     for name in ("host", "port", "host_keys", "slot_ports", "state_dir", "nginx_upstream_file"):
         del fields[name]
@@ -112,6 +108,7 @@ class PrefectBlocks(Component):
     name = "prefect-blocks"
 
     def _settings(self, ctx: Context) -> Any:
+        # Prefect only now: the other components' commands never pay for importing it.
         from prefect.settings import (
             PREFECT_API_AUTH_STRING,
             PREFECT_API_URL,
@@ -129,6 +126,7 @@ class PrefectBlocks(Component):
         )
 
     def up(self, ctx: Context) -> ComponentStatus:
+        # Prefect only now: the other components' commands never pay for importing it.
         from prefect.blocks.notifications import CustomWebhookNotificationBlock
         from prefect.blocks.system import Secret
         from prefect.types import SecretDict
@@ -192,6 +190,7 @@ class PrefectBlocks(Component):
         return found["totp_secret"]
 
     def status(self, ctx: Context) -> ComponentStatus:
+        # Prefect only now: the other components' commands never pay for importing it.
         from prefect_docker.credentials import DockerRegistryCredentials
 
         from blocks.deploy_target import DeployTarget
