@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The system packages the tests need (Docker, sshd, nginx, PostgreSQL, Chromium...), then the suite.
 test: install
+	$(BIN)/deliver sandbox packages
 	$(BIN)/pytest
 
 test-scale: install
