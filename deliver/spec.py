@@ -13,12 +13,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deliver.errors import SpecError
+from deliver.planning.inputs import relative_path_problem, requirement_problem
 
 SPEC_FILE = "deliver.yaml"
 Severity = Literal["critical", "high", "medium", "low", "unknown"]
 SEVERITY_ORDER: tuple[Severity, ...] = ("critical", "high", "medium", "low", "unknown")
 CHECK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+
+
+def _refuse(problem: str | None) -> None:
+    if problem:
+        raise ValueError(problem)
 
 
 class _Strict(BaseModel):
@@ -46,6 +52,13 @@ class CheckSpec(_Strict):
             raise ValueError("a lowercase kebab-case name of at most 40 characters, like 'lint'")
         return value
 
+    @field_validator("inputs")
+    @classmethod
+    def _inside_the_repository(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            _refuse(relative_path_problem(pattern))
+        return patterns
+
 
 class EnvironmentSpec(_Strict):
     """The app's own environment for its checks: its declared dependencies plus the tools."""
@@ -55,6 +68,13 @@ class EnvironmentSpec(_Strict):
         default=["ruff", "mypy", "bandit", "pip-audit", "pytest", "pytest-cov"],
         description="Requirement strings of the check tools, pinned as the team wishes.",
     )
+
+    @field_validator("tools")
+    @classmethod
+    def _requirements_only(cls, tools: list[str]) -> list[str]:
+        for tool in tools:
+            _refuse(requirement_problem(tool))
+        return tools
 
 
 class ImageSpec(_Strict):
@@ -68,6 +88,12 @@ class ImageSpec(_Strict):
     def _image_name(cls, value: str) -> str:
         if not IMAGE_NAME.match(value):
             raise ValueError("a lowercase registry repository name like 'team/service'")
+        return value
+
+    @field_validator("dockerfile", "context")
+    @classmethod
+    def _inside_the_app(cls, value: str) -> str:
+        _refuse(relative_path_problem(value))
         return value
 
 

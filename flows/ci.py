@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -18,9 +18,10 @@ from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deliver.errors import CheckFailed, ChecksFailed
+from deliver.errors import BuildFailed, CheckFailed, ChecksFailed
 from deliver.planning.ci import BuildPlan, TestCounts, plan_build, ref_name_problem
 from deliver.planning.events import ci_succeeded
+from deliver.planning.inputs import refused_if, relative_path_problem, repository_problem
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
 from deliver.spec import PipelineSpec
@@ -91,10 +92,12 @@ class CiParameters(BaseModel):
     @field_validator("spec_path")
     @classmethod
     def _inside_repo(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts:
-            raise ValueError("a path inside the repository, without '..'")
-        return value
+        return refused_if(relative_path_problem(value), value)
+
+    @field_validator("repo")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        return refused_if(repository_problem(value), value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,7 +217,7 @@ def _image(
         built = build_image(
             Path(plan.context),
             plan.dockerfile,
-            plan.repository,
+            lookup.repository,
             list(plan.tags),
             plan.build_args,
             plan.labels,
@@ -276,8 +279,12 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
     """Made before the checks run: they may write in the tree, the image's identity may not
     change with it."""
     context = (app.app_dir / app.spec.image.context).resolve()
+    root = app.checkout.workdir.resolve()
+    if not context.is_relative_to(root):  # a symlink in the repository pointing out of it
+        detail = f"image.context {app.spec.image.context!r} resolves outside the repository"
+        raise BuildFailed(context=str(context), detail=detail)
     return plan_build(
-        repository=app.spec.image.name,
+        image_name=app.spec.image.name,
         context=str(context),
         dockerfile=app.spec.image.dockerfile,
         build_args={**app.spec.image.build_args, **parameters.build_args},

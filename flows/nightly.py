@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver import commands
 from deliver.errors import ChecksFailed, DeliveryError
+from deliver.planning.inputs import refused_if, relative_path_problem, repository_problem
 from deliver.planning.metrics import parse_window, table_rows
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import NightlyReport, nightly_report
@@ -68,6 +69,16 @@ class NightlyParameters(BaseModel):
     notify_block: str | None = Field(
         default=None, description="Notification block as type/name, told when the run fails."
     )
+
+    @field_validator("spec_path")
+    @classmethod
+    def _inside_repo(cls, value: str) -> str:
+        return refused_if(relative_path_problem(value), value)
+
+    @field_validator("repo")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        return refused_if(repository_problem(value), value)
 
     @field_validator("benchmarks")
     @classmethod

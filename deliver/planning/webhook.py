@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from deliver.planning.inputs import repository_problem
+
 MAX_BODY_BYTES = 1024 * 1024
 SIGNATURE_PREFIX = "sha256="
 RELEASE_TAG = re.compile(r"^v\d[\w.+-]*$")
@@ -99,6 +101,8 @@ def _push(payload: Mapping[str, Any], delivery: str) -> Verdict:
     repo = _text(payload, "repository", "clone_url")
     if ref is None or repo is None or not _is_sha(sha):
         return Verdict(status=400, reason="not a push payload (ref, after, repository.clone_url)")
+    if problem := repository_problem(repo):
+        return Verdict(status=400, reason=f"repository.clone_url: {problem}")
     assert sha is not None  # noqa: S101 (checked by _is_sha)
     if payload.get("deleted") is True or set(sha) == {"0"}:
         return Verdict(status=202, reason=f"{ref} deleted: nothing to build")
@@ -119,6 +123,8 @@ def _pull_request(payload: Mapping[str, Any], delivery: str) -> Verdict:
     repo = _text(payload, "pull_request", "head", "repo", "clone_url")
     if action is None or repo is None or not _is_sha(sha):
         return Verdict(status=400, reason="not a pull_request payload (action, head sha, repo)")
+    if problem := repository_problem(repo):
+        return Verdict(status=400, reason=f"pull_request.head.repo.clone_url: {problem}")
     assert sha is not None  # noqa: S101 (checked by _is_sha)
     if action not in PULL_REQUEST_ACTIONS:
         return Verdict(status=202, reason=f"pull_request {action!r} ignored")

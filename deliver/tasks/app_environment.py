@@ -17,6 +17,7 @@ from prefect import get_run_logger, task
 from deliver import commands
 from deliver.commands import run_streamed
 from deliver.errors import EnvironmentFailed
+from deliver.planning.inputs import requirement_problem
 from deliver.spec import EnvironmentSpec
 
 # Run with the environment's own python: the pinned closure of the app's runtime dependencies.
@@ -63,6 +64,9 @@ def declared_dependencies(app_dir: Path, spec: EnvironmentSpec) -> tuple[list[st
     runtime = list(project.get("dependencies", []))
     optional = project.get("optional-dependencies", {})
     extras = [req for extra in spec.extras for req in optional.get(extra, [])]
+    for requirement in [*runtime, *extras]:
+        if problem := requirement_problem(str(requirement)):
+            raise _fail(app_dir, f"pyproject.toml dependencies: {problem}")
     return runtime, extras
 
 
@@ -111,7 +115,9 @@ def _build(path: Path, app_dir: Path, spec: EnvironmentSpec, log: Callable[[str]
     requirements = [*runtime, *extras, *spec.tools]
     if requirements:
         pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        installed = run_streamed([*pip, *requirements], cwd=app_dir, on_line=log, timeout_s=900)
+        installed = run_streamed(
+            [*pip, "--", *requirements], cwd=app_dir, on_line=log, timeout_s=900
+        )
         if not installed.ok:
             raise _fail(app_dir, f"pip install failed:\n{installed.tail()}")
     freeze = commands.run([python, "-m", "pip", "freeze", "--all"], timeout_s=120)

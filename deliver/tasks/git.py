@@ -10,6 +10,7 @@ from prefect import task
 from deliver import commands
 from deliver.errors import RefNotFound, RepoNotFound
 from deliver.planning.ci import RefKind, ResolvedRef, looks_like_sha
+from deliver.planning.inputs import repository_problem
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +33,7 @@ def _git(*args: str, cwd: Path | None = None) -> _GitResult:
 
 
 def _remote_refs(repo: str) -> dict[str, str]:
-    listed = _git("ls-remote", "--heads", "--tags", repo)
+    listed = _git("ls-remote", "--heads", "--tags", "--", repo)
     if not listed.ok:
         raise RepoNotFound(repo=repo, detail=listed.error)
     refs = {}
@@ -58,16 +59,20 @@ def classify_ref(repo: str, ref: str) -> tuple[RefKind, str]:
 @task(name="check_out", task_run_name="checkout-{ref}")
 def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
     """Fetch only `ref` into a fresh repository at `workdir` and check it out."""
+    if problem := repository_problem(repo):  # before git sees it
+        raise RepoNotFound(repo=repo, detail=problem)
     if Path(repo).is_dir():  # a local path is read from the fresh repository's folder
         repo = str(Path(repo).resolve())
     kind, refspec = classify_ref(repo, ref)
     workdir.mkdir(parents=True, exist_ok=False)
-    _git("init", "-q", str(workdir))
+    _git("init", "-q", "--", str(workdir))
     if kind is RefKind.COMMIT:
-        fetched = _git("fetch", "-q", repo, "+refs/heads/*:refs/remotes/origin/*", cwd=workdir)
+        fetched = _git(
+            "fetch", "-q", "--", repo, "+refs/heads/*:refs/remotes/origin/*", cwd=workdir
+        )
         target = ref
     else:
-        fetched = _git("fetch", "-q", "--depth", "1", repo, refspec, cwd=workdir)
+        fetched = _git("fetch", "-q", "--depth", "1", "--", repo, refspec, cwd=workdir)
         target = "FETCH_HEAD"
     if not fetched.ok:
         raise RepoNotFound(repo=repo, detail=fetched.error)
