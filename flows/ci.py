@@ -214,7 +214,7 @@ def _image(
         built = build_image(
             Path(plan.context),
             plan.dockerfile,
-            plan.repository,
+            lookup.repository,
             list(plan.tags),
             plan.build_args,
             plan.labels,
@@ -277,7 +277,7 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
     change with it."""
     context = (app.app_dir / app.spec.image.context).resolve()
     return plan_build(
-        repository=app.spec.image.name,
+        image_name=app.spec.image.name,
         context=str(context),
         dockerfile=app.spec.image.dockerfile,
         build_args={**app.spec.image.build_args, **parameters.build_args},

@@ -259,7 +259,7 @@ def test_the_build_plan_names_the_image_once_for_every_step():
 
     def plan(**build_args: str) -> Any:
         return plan_build(
-            repository="reg/app",
+            image_name="reg/app",
             context="/src/app",
             dockerfile="Dockerfile",
             build_args=build_args,

@@ -100,7 +100,7 @@ class BuildPlan:
     """The image's identity, fixed by the commit before any check writes in the tree: what is
     built from where, and every name and label it gets."""
 
-    repository: str
+    image_name: str  # in the registry, without the registry's address
     context: str  # absolute path of the build context
     dockerfile: str
     build_args: Mapping[str, str]
@@ -111,7 +111,7 @@ class BuildPlan:
 
 def plan_build(
     *,
-    repository: str,
+    image_name: str,
     context: str,
     dockerfile: str,
     build_args: Mapping[str, str],
@@ -122,7 +122,7 @@ def plan_build(
     """`tree_digest` is the digest of what the context sends (after .dockerignore)."""
     source_tag = source_tree_tag(tree=tree_digest, dockerfile=dockerfile, build_args=build_args)
     return BuildPlan(
-        repository=repository,
+        image_name=image_name,
         context=context,
         dockerfile=dockerfile,
         build_args=dict(build_args),
