@@ -43,6 +43,7 @@ from deliver.planning.metrics import DeliveryMetrics, ReleaseRecord, compute, pa
 
 EVENTS_PAGE = 50  # the server's maximum
 FINAL_STATES = {"Completed", "Cached", "Failed", "Crashed", "Cancelled"}
+EMPTY_SETTLES_S = 2.0
 
 
 class ApprovalCommandError(DeliveryError):
@@ -125,14 +126,16 @@ def final_task_runs(flow_run_id: UUID, *, timeout_s: float = 15.0) -> list[TaskR
         async with get_client() as client:
             return await client.read_task_runs(flow_run_filter=flow_run_filter)
 
-    deadline = time.monotonic() + timeout_s
-    previous: list[tuple[str, str | None]] = []
+    started = time.monotonic()
+    previous: list[tuple[str, str | None]] | None = None
     while True:
         runs = asyncio.run(read())
         seen = sorted((run.name, run.state_name) for run in runs)
-        # Late tasks' events may not have arrived yet: final, and unchanged since the last read.
-        settled = bool(runs) and all(run.state_name in FINAL_STATES for run in runs)
-        if (settled and seen == previous) or time.monotonic() >= deadline:
+        # Late tasks' events may not have arrived yet: final, and unchanged since the last read;
+        # none at all is believed only after EMPTY_SETTLES_S of reads that agree.
+        settled = all(run.state_name in FINAL_STATES for run in runs) and seen == previous
+        waited = time.monotonic() - started
+        if (settled and (runs or waited >= EMPTY_SETTLES_S)) or waited >= timeout_s:
             return runs
         previous = seen
         time.sleep(0.3)
