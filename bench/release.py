@@ -127,7 +127,7 @@ def main() -> None:
     from deliver import sandbox
     from deliver.prefect_api import decide, waiting_releases
     from flows.ci import CiParameters
-    from flows.release import ReleaseParameters, release_here
+    from flows.release import ReleaseParameters, release
 
     config = sandbox.config_from_env()
     _, ci = run_ci(
@@ -143,7 +143,9 @@ def main() -> None:
     common = {"image": ci.image, "git_sha": ci.sha, "requested_by": "bench"}
 
     started = time.perf_counter()
-    staged = release_here(ReleaseParameters(environment="staging", version="bench-0", **common))
+    staged = release(
+        ReleaseParameters(environment="staging", version="bench-0", **common), return_state=True
+    )
     staging_deploy_s = time.perf_counter() - started
     if not staged.is_completed():
         raise SystemExit(f"staging release failed: {staged.message}")
@@ -153,8 +155,9 @@ def main() -> None:
         outcome: dict[str, Any] = {}
 
         def run() -> None:
-            outcome["state"] = release_here(
-                ReleaseParameters(environment="production", version=version, **common)
+            outcome["state"] = release(
+                ReleaseParameters(environment="production", version=version, **common),
+                return_state=True,
             )
 
         runner = threading.Thread(target=run)

@@ -8,11 +8,10 @@ approval between preparing its first batch and switching it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal, cast
 
 from prefect import State, flow, get_run_logger
@@ -184,14 +183,8 @@ def _request(parameters: ReleaseParameters, run: str) -> Request:
 
 
 @flow(name="release", log_prints=True)
-async def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
+def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     """Deploy `parameters.image` to its environment; on failure the old version keeps serving."""
-    # The work is sync (SSH, HTTP, waits) and runs in a thread that keeps the run's context;
-    # an async flow ends without the sync engine's wait for its heartbeat thread (up to 1 s).
-    return await asyncio.to_thread(_release, parameters)
-
-
-def _release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     if parameters.notify_block:
         notification_block(parameters.notify_block)  # a wrong name fails before any host
     run = str(flow_run.get_id() or "")
@@ -353,12 +346,8 @@ class RollbackParameters(BaseModel):
 
 
 @flow(name="rollback", log_prints=True)
-async def rollback(parameters: RollbackParameters) -> ReleaseResult:
+def rollback(parameters: RollbackParameters) -> ReleaseResult:
     """Put a kept version back with the release's own start, health, switch and smoke steps."""
-    return await asyncio.to_thread(_rollback, parameters)
-
-
-def _rollback(parameters: RollbackParameters) -> ReleaseResult:
     if parameters.notify_block:
         notification_block(parameters.notify_block)
     run = str(flow_run.get_id() or "")
@@ -380,15 +369,3 @@ def _rollback(parameters: RollbackParameters) -> ReleaseResult:
                 outcome=Outcome.ROLLED_BACK,
             )
             return rollout.deploy(request)
-
-
-def release_here(parameters: ReleaseParameters) -> State[Any]:
-    """Run `release` in this process, from sync code; its final state."""
-    call = release(parameters, return_state=True)
-    return asyncio.run(cast(Coroutine[Any, Any, State[Any]], call))
-
-
-def rollback_here(parameters: RollbackParameters) -> State[Any]:
-    """Run `rollback` in this process, from sync code; its final state."""
-    call = rollback(parameters, return_state=True)
-    return asyncio.run(cast(Coroutine[Any, Any, State[Any]], call))

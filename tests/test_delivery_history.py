@@ -27,7 +27,7 @@ from deliver.planning.registry import read_push_stream
 from deliver.prefect_api import read_release_records
 from deliver.sandbox.services.chat_inbox import Inbox
 from flows.ci import CiParameters
-from flows.release import RollbackParameters, rollback_here
+from flows.release import RollbackParameters, rollback
 from tests.chat import chat_block
 from tests.conftest import PROJECT_DIR
 from tests.test_release import ProductionRelease, reset_hosts, run_release
@@ -118,7 +118,7 @@ def history(images, inbox, sandbox_config) -> dict[str, Any]:
         block = "staging-no-smoke" if version == "3.0.3" else "staging"
         outcomes[version], windows[version] = _ship(images[version], version, block)
     back = RollbackParameters(environment="production", requested_by="oncall", notify_block=NOTIFY)
-    outcomes["rollback"], windows["rollback"] = _timed(lambda: rollback_here(back))
+    outcomes["rollback"], windows["rollback"] = _timed(lambda: rollback(back, return_state=True))
     outcomes["3.0.5"], windows["3.0.5"] = _ship(images["3.0.5"], "3.0.5")
     return {"started": started, "windows": windows, "outcomes": outcomes}
 

@@ -22,7 +22,7 @@ from deliver.planning.approval import decode_secret, totp
 from deliver.planning.release import nginx_upstream
 from deliver.prefect_api import decide, waiting_releases
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
-from flows.release import ReleaseParameters, release_here
+from flows.release import ReleaseParameters, release
 from tests.conftest import PROJECT_DIR
 from tests.images import push_sample
 
@@ -68,7 +68,7 @@ def run_release(image: str, environment: str, version: str, **extra: Any) -> tup
         requested_by="tester",
         **extra,
     )
-    state = release_here(parameters)
+    state = release(parameters, return_state=True)
     return state, state.result(raise_on_failure=False)
 
 
@@ -524,8 +524,8 @@ def test_kill_9_after_the_switch_converges(images, sandbox_config, docker_engine
         requested_by="tester",
     )
     script = (
-        "import sys; from flows.release import ReleaseParameters, release_here; "
-        "release_here(ReleaseParameters.model_validate_json(sys.argv[1]))"
+        "import sys; from flows.release import ReleaseParameters, release; "
+        "release(ReleaseParameters.model_validate_json(sys.argv[1]))"
     )
     argv = [sys.executable, "-c", script, parameters.model_dump_json()]
     quiet = subprocess.DEVNULL

@@ -49,10 +49,8 @@ def register(subcommands: Commands) -> None:
 def release(args: argparse.Namespace) -> int:
     """Run the release flow here; a production release waits for `deliver approve` meanwhile."""
     connect(args)
-    from flows.release import (
-        ReleaseParameters,  # Prefect is configured only now
-        release_here,
-    )
+    from flows.release import ReleaseParameters  # Prefect is configured only now
+    from flows.release import release as release_flow
 
     try:
         parameters = ReleaseParameters(
@@ -68,7 +66,7 @@ def release(args: argparse.Namespace) -> int:
         return usage_errors(exc, OPTIONS)
     if parameters.environment == "production":
         say("Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.")
-    result = finished("release", release_here(parameters))
+    result = finished("release", release_flow(parameters, return_state=True))
     if result is None:
         return EXIT_FAILED
     if args.json:
@@ -83,10 +81,8 @@ def release(args: argparse.Namespace) -> int:
 
 def rollback(args: argparse.Namespace) -> int:
     connect(args)
-    from flows.release import (
-        RollbackParameters,  # Prefect is configured only now
-        rollback_here,
-    )
+    from flows.release import RollbackParameters  # Prefect is configured only now
+    from flows.release import rollback as rollback_flow
 
     try:
         parameters = RollbackParameters(
@@ -98,7 +94,7 @@ def rollback(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         return usage_errors(exc, OPTIONS)
-    result = finished("rollback", rollback_here(parameters))
+    result = finished("rollback", rollback_flow(parameters, return_state=True))
     if result is None:
         return EXIT_FAILED
     print(f"{result.environment}: rolled back to {result.version} ({result.slot}) at {result.url}")
