@@ -4,7 +4,14 @@ import base64
 
 import pytest
 
-from deliver.planning.approval import Decision, PolicyView, refusal, totp, verify_totp
+from deliver.planning.approval import (
+    Decision,
+    PolicyView,
+    decode_secret,
+    refusal,
+    totp,
+    verify_totp,
+)
 
 RFC_SECRET = b"12345678901234567890"
 
@@ -71,3 +78,21 @@ def test_policy_refuses_strangers_self_approval_bare_rejections_and_bad_codes():
 def test_policy_accepts_a_right_code():
     """An approver with a secret approves with the current code."""
     assert decide(approver="alice", code=totp(RFC_SECRET, at=1_700_000_000.0)) is None
+
+
+def test_a_used_code_is_refused_while_it_is_still_valid():
+    """A code accepted once names its time step; offered again for that step it is refused."""
+    from deliver.planning.approval import Decision, PolicyView, refusal, totp, totp_step
+
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DP"  # noqa: S105 (RFC 6238's sample secret)
+    policy = PolicyView(
+        approvers=("alice",), allow_self_approval=False, totp_secrets={"alice": secret}
+    )
+    code = totp(decode_secret(secret), at=1_000_000.0)
+    decision = Decision(decision="approve", approver="alice", reason="", code=code)
+    step = totp_step(secret, code, at=1_000_010.0)
+    assert step == 1_000_000 // 30
+    assert refusal(policy, decision, requester="bob", at=1_000_010.0) is None
+    refused = refusal(policy, decision, requester="bob", at=1_000_010.0, used_steps=[step])
+    assert refused is not None
+    assert "used already" in refused

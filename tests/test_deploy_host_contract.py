@@ -167,3 +167,32 @@ def test_prune_leaves_an_image_a_container_uses(host_and_image):
     host.stop_slot(Slot.BLUE)
     assert host.prune([pushed]) == []
     assert host.pull(pushed) is True  # it was removed
+
+
+def test_a_symlink_planted_at_the_state_file_is_refused_not_written_through(
+    ssh_contract, sandbox_config
+):
+    """Someone on the host links the state file to another file: the write is refused and the
+    other file is untouched (over SSH only: the memory host has no file system)."""
+    from deliver.tasks.ssh_host import open_ssh_hosts
+
+    state_dir = sandbox_config.state_dir / "hosts" / "contract"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    victim = state_dir / "victim.txt"
+    victim.write_text("untouched\n")
+    state_file = state_dir / "release-state.json"
+    state_file.unlink(missing_ok=True)
+    state_file.symlink_to(victim)
+    try:
+        with (
+            open_ssh_hosts(CONTRACT_BLOCK) as (_, hosts),
+            pytest.raises(RemoteCommandFailed) as refused,
+        ):
+            hosts[0].write_state(HostState(live=None, kept=(), history=()))
+        assert "symbolic link" in str(refused.value)
+        assert victim.read_text() == "untouched\n"
+        assert state_file.is_symlink()
+        assert not [p for p in state_dir.iterdir() if ".json." in p.name]  # no temporary left
+    finally:
+        state_file.unlink(missing_ok=True)
+        victim.unlink(missing_ok=True)

@@ -460,10 +460,19 @@ def test_resume_violating_the_policy_keeps_waiting(images, sandbox_config):
     assert production.thread.is_alive()
     saved = json.loads((sandbox_config.state_dir / "state.json").read_text())
     secret = saved["credentials"]["approver-alice"]["totp_secret"]
-    production.decide(approver="alice", code=totp(decode_secret(secret), at=time.time()))
+    code = totp(decode_secret(secret), at=time.time())
+    production.decide(approver="alice", code=code)
     state, result = production.result()
     assert state.is_completed(), result
     assert result.approval.approver == "alice"
+    # The same code, still inside its window, for the next release: refused, it keeps waiting.
+    again = ProductionRelease(images["v1"], "1.0.1-again")
+    again.decide(approver="alice", code=code)
+    assert again.thread.is_alive()
+    again.decide(approver="demo-approver", reason="after the replayed code")
+    state, result = again.result()
+    assert state.is_completed(), result
+    assert result.approval.approver == "demo-approver"
 
 
 def test_rollback_to_previous_and_named_versions(images, sandbox_config):

@@ -7,7 +7,9 @@ import dataclasses
 import hashlib
 import hmac
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+
+TOTP_STEP_S = 30
 
 
 def totp(secret: bytes, *, at: float, digits: int = 6, step_s: int = 30) -> str:
@@ -27,9 +29,17 @@ def decode_secret(secret_b32: str) -> bytes:
 
 def verify_totp(secret_b32: str, code: str, *, at: float, window: int = 1) -> bool:
     """Whether `code` is valid now or within `window` steps either side (clock drift)."""
+    return totp_step(secret_b32, code, at=at, window=window) is not None
+
+
+def totp_step(secret_b32: str, code: str, *, at: float, window: int = 1) -> int | None:
+    """The 30 s time step `code` is valid for, now or within `window` steps either side."""
     secret = decode_secret(secret_b32)
-    candidates = (totp(secret, at=at + step * 30) for step in range(-window, window + 1))
-    return any(hmac.compare_digest(code.strip(), candidate) for candidate in candidates)
+    now = int(at // TOTP_STEP_S)
+    for step in range(now - window, now + window + 1):
+        if hmac.compare_digest(code.strip(), totp(secret, at=step * TOTP_STEP_S)):
+            return step
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,7 +57,14 @@ class Decision:
     code: str
 
 
-def refusal(policy: PolicyView, decision: Decision, *, requester: str, at: float) -> str | None:
+def refusal(
+    policy: PolicyView,
+    decision: Decision,
+    *,
+    requester: str,
+    at: float,
+    used_steps: Collection[int] = (),
+) -> str | None:
     """Why a resume does not meet the policy, or None when it does."""
     if decision.decision not in {"approve", "reject"}:
         return f"decision must be approve or reject, not {decision.decision!r}"
@@ -62,6 +79,11 @@ def refusal(policy: PolicyView, decision: Decision, *, requester: str, at: float
     ):
         return f"{requester!r} requested this release and may not approve it"
     secret = policy.totp_secrets.get(decision.approver)
-    if secret is not None and not verify_totp(secret, decision.code, at=at):
+    if secret is None:
+        return None
+    step = totp_step(secret, decision.code, at=at)
+    if step is None:
         return f"the one-time code for {decision.approver!r} is missing or wrong"
+    if step in used_steps:
+        return f"that one-time code of {decision.approver!r} was used already; wait for the next"
     return None

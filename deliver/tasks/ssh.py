@@ -25,6 +25,13 @@ from deliver.errors import (
 )
 
 MAX_READ = 4 * 1024 * 1024  # bytes read of each stream of a remote command
+WRITE_FILE = """
+umask 077
+if [ -L "$1" ]; then echo "$1 is a symbolic link: refusing to write through it" >&2; exit 4; fi
+tmp=$(mktemp -- "$1.XXXXXXXXXX") || exit 1
+if cat > "$tmp" && mv -f -- "$tmp" "$1"; then exit 0; fi
+rm -f -- "$tmp"; exit 1
+"""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,9 +175,11 @@ class Remote:
         return result
 
     def write_file(self, path: str, content: bytes) -> None:
-        """Replace `path` atomically: write a temporary file beside it, then rename."""
-        script = 'umask 077; tmp="$1.tmp.$$"; cat > "$tmp" && mv -f "$tmp" "$1"'
-        self.run(["sh", "-c", script, "write_file", path], stdin=content)
+        """Replace `path` atomically, readable by the deploy user only: the content goes to a
+        temporary file beside it that mktemp creates exclusively under a random name (nothing
+        planted there can be written through), then is renamed over it. A symbolic link at
+        `path` is refused, not replaced."""
+        self.run(["sh", "-c", WRITE_FILE, "write_file", path], stdin=content)
 
 
 def _collect(channel: paramiko.Channel, *, deadline: float) -> tuple[str, str, int]:
