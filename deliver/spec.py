@@ -10,10 +10,23 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deliver.errors import SpecError
-from deliver.planning.inputs import relative_path_problem, requirement_problem
+from deliver.planning.inputs import (
+    refused_if,
+    relative_path_problem,
+    repository_problem,
+    requirement_problem,
+)
 
 SPEC_FILE = "deliver.yaml"
 Severity = Literal["critical", "high", "medium", "low", "unknown"]
@@ -27,6 +40,20 @@ def _refuse(problem: str | None) -> None:
         raise ValueError(problem)
 
 
+def _inside(value: str) -> str:
+    return refused_if(relative_path_problem(value), value)
+
+
+def _repository(value: str) -> str:
+    return refused_if(repository_problem(value), value)
+
+
+# A path (or glob) relative to the repository or the app folder, that cannot leave it.
+PathInRepository = Annotated[str, AfterValidator(_inside)]
+# What git may be pointed at: a local path, a URL, user@host:path; never an option.
+RepositoryLocation = Annotated[str, AfterValidator(_repository)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,7 +63,7 @@ class CheckSpec(_Strict):
 
     name: Annotated[str, Field(description="Short kebab-case name shown in the UI.")]
     run: Annotated[list[str], Field(min_length=1, description="The command as an argument list.")]
-    inputs: list[str] = Field(
+    inputs: list[PathInRepository] = Field(
         default=["**/*.py", "pyproject.toml"],
         description="Glob patterns of the files the check reads; its cache key hashes them.",
     )
@@ -51,13 +78,6 @@ class CheckSpec(_Strict):
         if not CHECK_NAME.match(value):
             raise ValueError("a lowercase kebab-case name of at most 40 characters, like 'lint'")
         return value
-
-    @field_validator("inputs")
-    @classmethod
-    def _inside_the_repository(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            _refuse(relative_path_problem(pattern))
-        return patterns
 
 
 class EnvironmentSpec(_Strict):
@@ -79,8 +99,12 @@ class EnvironmentSpec(_Strict):
 
 class ImageSpec(_Strict):
     name: Annotated[str, Field(description="Repository name in the registry, like 'stock-api'.")]
-    dockerfile: str = Field(default="Dockerfile", description="Path relative to the context.")
-    context: str = Field(default=".", description="Build context relative to the app folder.")
+    dockerfile: PathInRepository = Field(
+        default="Dockerfile", description="Path relative to the context."
+    )
+    context: PathInRepository = Field(
+        default=".", description="Build context relative to the app folder."
+    )
     build_args: dict[str, str] = Field(default_factory=dict, description="Non-secret build args.")
 
     @field_validator("name")
@@ -88,12 +112,6 @@ class ImageSpec(_Strict):
     def _image_name(cls, value: str) -> str:
         if not IMAGE_NAME.match(value):
             raise ValueError("a lowercase registry repository name like 'team/service'")
-        return value
-
-    @field_validator("dockerfile", "context")
-    @classmethod
-    def _inside_the_app(cls, value: str) -> str:
-        _refuse(relative_path_problem(value))
         return value
 
 

@@ -21,10 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from deliver.errors import BuildFailed, CheckFailed, ChecksFailed
 from deliver.planning.ci import BuildPlan, TestCounts, plan_build, ref_name_problem
 from deliver.planning.events import ci_succeeded
-from deliver.planning.inputs import refused_if, relative_path_problem, repository_problem
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
-from deliver.spec import PipelineSpec
+from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
 from deliver.tasks.app_environment import prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
@@ -50,9 +49,11 @@ class CiParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    repo: str = Field(min_length=1, description="Git URL or local path of the application repo.")
+    repo: RepositoryLocation = Field(
+        min_length=1, description="Git URL or local path of the application repo."
+    )
     ref: str = Field(default="main", description="Branch, tag or commit sha to build.")
-    spec_path: str = Field(
+    spec_path: PathInRepository = Field(
         default="deliver.yaml",
         description="Pipeline spec inside the repo; the application is the folder it is in.",
     )
@@ -88,16 +89,6 @@ class CiParameters(BaseModel):
         if problem:
             raise ValueError(problem)
         return value
-
-    @field_validator("spec_path")
-    @classmethod
-    def _inside_repo(cls, value: str) -> str:
-        return refused_if(relative_path_problem(value), value)
-
-    @field_validator("repo")
-    @classmethod
-    def _repository(cls, value: str) -> str:
-        return refused_if(repository_problem(value), value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

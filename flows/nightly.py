@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver import commands
 from deliver.errors import ChecksFailed, DeliveryError
-from deliver.planning.inputs import refused_if, relative_path_problem, repository_problem
 from deliver.planning.metrics import parse_window, table_rows
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import NightlyReport, nightly_report
 from deliver.prefect_api import delivery_metrics
+from deliver.spec import PathInRepository, RepositoryLocation
 from deliver.tasks.app_environment import fresh_app_environment, installed_versions
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.git import repo_name
@@ -51,9 +51,13 @@ class NightlyParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    repo: str = Field(min_length=1, description="Git URL or local path of the application repo.")
+    repo: RepositoryLocation = Field(
+        min_length=1, description="Git URL or local path of the application repo."
+    )
     ref: str = Field(default="main", description="Branch to test.")
-    spec_path: str = Field(default="deliver.yaml", description="Pipeline spec inside the repo.")
+    spec_path: PathInRepository = Field(
+        default="deliver.yaml", description="Pipeline spec inside the repo."
+    )
     checks: list[str] = Field(
         default_factory=lambda: ["tests"],
         description="Checks of the spec to run in the fresh environment; default its tests.",
@@ -69,16 +73,6 @@ class NightlyParameters(BaseModel):
     notify_block: str | None = Field(
         default=None, description="Notification block as type/name, told when the run fails."
     )
-
-    @field_validator("spec_path")
-    @classmethod
-    def _inside_repo(cls, value: str) -> str:
-        return refused_if(relative_path_problem(value), value)
-
-    @field_validator("repo")
-    @classmethod
-    def _repository(cls, value: str) -> str:
-        return refused_if(repository_problem(value), value)
 
     @field_validator("benchmarks")
     @classmethod
