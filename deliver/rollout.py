@@ -241,7 +241,9 @@ class Rollout:
         old = [p for p in plans if p.state.live is not None and p.state.live.slot is not p.slot]
         if old:
             self.probes.drain(self.target.drain_s, f"{len(old)} old slot(s)")
-        record = self._history(request, request.outcome, began)
+        record = dataclasses.replace(
+            self._history(request, request.outcome, began), checks=self.checks_that_ran()
+        )
         pruned: set[str] = set()
 
         def finish(plan: HostPlan) -> None:
@@ -309,6 +311,17 @@ class Rollout:
             exc.rolled_back = bool(switched_back)
         outcome = Outcome.SWITCHED_BACK if switched_back else Outcome.FAILED
         self._report(request, plans, outcome, detail=_describe(exc))
+
+    def checks_that_ran(self) -> tuple[str, ...]:
+        """What every release here checks before it counts as live, as the history says it."""
+        target = self.target
+        smoked = [f"GET {check.path}" for check in target.smoke]
+        where = [h.front_url or "the slot" for h in target.hosts]
+        checks = [f"health {target.health_path} on {len(target.hosts)} host(s)"]
+        checks += [f"smoke {name} through {', '.join(sorted(set(where)))}" for name in smoked]
+        if front := target.front_to_smoke:
+            checks += [f"smoke {name} through {front}" for name in smoked]
+        return tuple(checks)
 
     def _history(
         self, request: Request, outcome: Outcome, began: str, detail: str = ""

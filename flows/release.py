@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver.approval_gate import await_decision
 from deliver.errors import NothingToRollBackTo, NotOnStaging
-from deliver.planning.approval import Decision
+from deliver.planning.approval import Decision, evidence_markdown
 from deliver.planning.fleet import batches
 from deliver.planning.notices import Notice, NoticeKind, checked_block_reference
 from deliver.planning.release import (
@@ -41,12 +41,7 @@ from deliver.planning.release import (
 )
 from deliver.planning.target import TargetView
 from deliver.rollout import Request, Rollout
-from deliver.tasks.approval import (
-    check_decision,
-    evidence_markdown,
-    find_ci_evidence,
-    read_approval_timeout,
-)
+from deliver.tasks.approval import check_decision, find_ci_evidence, read_approval_timeout
 from deliver.tasks.deploy import open_target
 from deliver.tasks.limits import held, release_limit_name
 from deliver.tasks.notify import notification_block, notify, run_link

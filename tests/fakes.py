@@ -25,6 +25,7 @@ from deliver.errors import (
 )
 from deliver.planning.release import HostState, RunningSlot, Slot
 from deliver.planning.target import HostView, TargetView
+from deliver.spec import SmokeCheck
 
 
 class Faults:
@@ -247,7 +248,7 @@ def environment(
         hosts=tuple(views),
         health_path="/health",
         health_timeout_s=1.0,
-        smoke=("GET /",),
+        smoke=(SmokeCheck(path="/"),),
         keep_versions=keep_versions,
         drain_s=0.0,
         max_unavailable=max_unavailable,

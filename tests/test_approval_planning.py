@@ -96,3 +96,36 @@ def test_a_used_code_is_refused_while_it_is_still_valid():
     refused = refusal(policy, decision, requester="bob", at=1_000_010.0, used_steps=[step])
     assert refused is not None
     assert "used already" in refused
+
+
+def test_the_evidence_says_what_passed_on_staging_not_a_fixed_sentence():
+    """Staging's record of the release that put this digest live says which checks ran."""
+    from deliver.planning.approval import evidence_markdown
+    from deliver.planning.release import HistoryRecord, HostState, Outcome, Release, Slot
+
+    image = "reg/app@sha256:" + "1" * 64
+    live = Release(version="1.2", image=image, git_sha="abcdef1", slot=Slot.BLUE, since="t1")
+
+    def evidence(*records: HistoryRecord) -> str:
+        staging = HostState(live=live, kept=(image,), history=records)
+        nothing = HostState(live=None, kept=(), history=())
+        return evidence_markdown(
+            image=image,
+            version="1.2",
+            git_sha="abcdef1",
+            requested_by="bob",
+            production=nothing,
+            staging=staging,
+            ci="# CI of app 1.2",
+        )
+
+    only_health = HistoryRecord(
+        at="t1", outcome=Outcome.LIVE, version="1.2", image=image, checks=("health /health",)
+    )
+    assert "passed there: health /health\n" in evidence(only_health)
+    assert "smoke" not in evidence(only_health)
+    later_failure = HistoryRecord(at="t2", outcome=Outcome.FAILED, version="1.3", image="x@y")
+    assert "passed there: health /health" in evidence(only_health, later_failure)
+    legacy = HistoryRecord(at="t1", outcome=Outcome.LIVE, version="1.2", image=image)
+    assert "which checks ran there was not recorded" in evidence(legacy)
+    assert "health and smoke checks passed" not in evidence(legacy)

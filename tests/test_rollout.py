@@ -333,3 +333,20 @@ def test_live_release_state_keeps_what_a_rollback_needs():
     assert live == Release(
         version="1.0.1", image=image(1), git_sha="0000001", slot=Slot.GREEN, since=live.since
     )
+
+
+def test_the_history_records_what_passed_before_it_went_live():
+    """The checks a release ran are in its record: what a production approval is shown."""
+    rollout, hosts, _, _, registry = setup(3)
+    rollout.deploy(request(1, registry))
+    assert hosts[0].state.history[-1].checks == (
+        "health /health on 3 host(s)",
+        "smoke GET / through http://10.0.0.1:8080, http://10.0.0.2:8080, http://10.0.0.3:8080",
+        "smoke GET / through http://10.0.0.100:80",
+    )
+    staging, staging_hosts, _, _, staging_registry = setup(nginx=False)
+    staging.deploy(request(1, staging_registry))
+    assert staging_hosts[0].state.history[-1].checks == (
+        "health /health on 1 host(s)",
+        "smoke GET / through the slot",
+    )

@@ -9,6 +9,8 @@ import hmac
 import struct
 from collections.abc import Collection, Mapping
 
+from deliver.planning.release import HostState, Outcome
+
 TOTP_STEP_S = 30
 
 
@@ -87,3 +89,46 @@ def refusal(
     if step in used_steps:
         return f"that one-time code of {decision.approver!r} was used already; wait for the next"
     return None
+
+
+def staging_evidence(staging: HostState, image: str) -> str:
+    """What staging's record says of `image`: since when it serves, and what passed there."""
+    live = staging.live
+    if live is None or live.image != image:
+        return "not live there"
+    released = next(
+        (r for r in reversed(staging.history) if r.image == image and r.outcome is Outcome.LIVE),
+        None,
+    )
+    if released is None:
+        return f"live since {live.since}; its release is not in staging's history"
+    if not released.checks:
+        return f"live since {live.since}; which checks ran there was not recorded"
+    return f"live since {live.since}; passed there: {'; '.join(released.checks)}"
+
+
+def evidence_markdown(
+    *,
+    image: str,
+    version: str,
+    git_sha: str,
+    requested_by: str,
+    production: HostState,
+    staging: HostState,
+    ci: str,
+    candidate: str = "",
+) -> str:
+    """What the approver sees on the resume form."""
+    live = production.live
+    now = f"{live.version} (`{live.image}`) since {live.since}" if live else "nothing yet"
+    return (
+        f"## Release {version} to production\n\n"
+        f"- image: `{image}`\n- commit: `{git_sha}`\n- requested by: {requested_by}\n"
+        f"- production now: {now}\n"
+        f"- staging: {staging_evidence(staging, image)}\n"
+        + (f"- candidate: {candidate}\n" if candidate else "")
+        + "\n"
+        f"### CI\n\n{ci.removeprefix('# ')}\n\n"
+        "Approve or reject below: your name, and a reason (required to reject). "
+        "Approvers with a one-time code secret must give their current code."
+    )

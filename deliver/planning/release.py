@@ -110,6 +110,7 @@ class HistoryRecord:
     began: str = ""
     detail: str = ""
     approval: Approval | None = None
+    checks: tuple[str, ...] = ()  # what passed before it went live: health, each smoke check
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -122,6 +123,7 @@ class HistoryRecord:
             "flow_run": self.flow_run,
             "began": self.began,
             "detail": self.detail[:500],
+            "checks": list(self.checks),
         }
         if self.approval is not None:
             data["approval"] = dataclasses.asdict(self.approval)
@@ -142,6 +144,7 @@ class HistoryRecord:
             began=str(data.get("began", "")),
             detail=str(data.get("detail", "")),
             approval=Approval(**approval) if isinstance(approval, dict) else None,
+            checks=tuple(str(check) for check in data.get("checks", [])),
         )
 
 

@@ -11,7 +11,6 @@ from prefect.variables import Variable
 
 from blocks.approval_policy import ApprovalPolicy
 from deliver.planning.approval import TOTP_STEP_S, Decision, PolicyView, refusal, totp_step
-from deliver.planning.release import HostState
 from deliver.tasks.loading import load_block
 
 
@@ -56,34 +55,3 @@ def find_ci_evidence(digest: str) -> str:
     from deliver.prefect_api import ci_result_naming  # inside the run, Prefect is configured
 
     return ci_result_naming(digest) or f"No CI result on this server names {digest}."
-
-
-def evidence_markdown(
-    *,
-    image: str,
-    version: str,
-    git_sha: str,
-    requested_by: str,
-    production: HostState,
-    staging: HostState,
-    ci: str,
-    candidate: str = "",
-) -> str:
-    """What the approver sees on the resume form."""
-    live = production.live
-    now = f"{live.version} (`{live.image}`) since {live.since}" if live else "nothing yet"
-    on_staging = staging.live
-    staged = f"live since {on_staging.since}" if on_staging else "not live"
-    last = staging.history[-1] if staging.history else None
-    return (
-        f"## Release {version} to production\n\n"
-        f"- image: `{image}`\n- commit: `{git_sha}`\n- requested by: {requested_by}\n"
-        f"- production now: {now}\n"
-        f"- staging: {staged}; last staging release: {last.outcome if last else '-'} "
-        f"at {last.at if last else '-'} (health and smoke checks passed)\n"
-        + (f"- candidate: {candidate}\n" if candidate else "")
-        + "\n"
-        f"### CI\n\n{ci.removeprefix('# ')}\n\n"
-        "Approve or reject below: your name, and a reason (required to reject). "
-        "Approvers with a one-time code secret must give their current code."
-    )
