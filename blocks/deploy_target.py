@@ -85,6 +85,11 @@ class DeployTarget(Block):
         default=None, description="URL of the front (a fleet's load balancer), for smoke checks."
     )
     drain_s: float = Field(default=3.0, ge=0, description="Old slot keeps serving this long.")
+    staging_target: str | None = Field(
+        default=None,
+        description="For production: the DeployTarget whose live image a release must match, "
+        "checked before the approval wait and again after it.",
+    )
     hosts: list[FleetHost] = Field(
         default_factory=list,
         description="A fleet: its hosts, released in this order, each switched blue-green.",

@@ -222,7 +222,8 @@ class NotOnStaging(ReleaseError):
         self.image = image
         super().__init__(
             f"{image} is not live on {staging!r} (live there: {live}); "
-            "release it to staging first, then to production."
+            "release it to staging first, then to production (an approval given while it was "
+            "live there cannot be used once it is not)."
         )
 
 

@@ -23,7 +23,7 @@ from prefect.states import Cancelled
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver.approval_gate import await_decision
-from deliver.errors import NothingToRollBackTo, NotOnStaging
+from deliver.errors import DeployTargetInvalid, NothingToRollBackTo, NotOnStaging
 from deliver.planning.approval import Decision, evidence_markdown
 from deliver.planning.fleet import batches
 from deliver.planning.notices import Notice, NoticeKind, checked_block_reference
@@ -68,9 +68,6 @@ class ReleaseParameters(BaseModel):
     requested_by: str = Field(description="Who asked for this release.")
     target_block: str | None = Field(
         default=None, description="DeployTarget block name; defaults to the environment's name."
-    )
-    staging_block: str = Field(
-        default="staging", description="DeployTarget where production releases must be live first."
     )
     approval_policy: str = Field(
         default="production-approvals", description="ApprovalPolicy block for production."
@@ -189,7 +186,7 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
             with environment_lock(rollout.target.environment):
                 return rollout.deploy(request)
         timeout_s = int(read_approval_timeout(parameters.approval_policy))  # checks the policy
-        staging = require_on_staging(parameters)
+        staging = require_on_staging(rollout.target, parameters.image)
         rollout.pull_everywhere(parameters.image)
         with environment_lock(rollout.target.environment):
             production = rollout.prepare(request)
@@ -197,15 +194,17 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     return approve_then_deploy(parameters, target, request, production, staging, timeout_s)
 
 
-def require_on_staging(parameters: ReleaseParameters) -> HostState:
-    """Staging's state, if it serves the very digest offered to production."""
-    with open_target(parameters.staging_block) as (_, hosts):
+def require_on_staging(target: TargetView, image: str) -> HostState:
+    """Staging's state, if it serves the very digest offered to production. Which target is
+    staging is the production target's to say (`staging_target`), never the release's."""
+    if target.staging_target is None:
+        detail = "production names the DeployTarget its releases must be live on first"
+        raise DeployTargetInvalid(block=target.block, field="staging_target", detail=detail)
+    with open_target(target.staging_target) as (_, hosts):
         staging = hosts[0].read_state()
-    if staging.live is None or staging.live.image != parameters.image:
+    if staging.live is None or staging.live.image != image:
         on_staging = staging.live.image if staging.live else "nothing"
-        raise NotOnStaging(
-            image=parameters.image, staging=parameters.staging_block, live=on_staging
-        )
+        raise NotOnStaging(image=image, staging=target.staging_target, live=on_staging)
     return staging
 
 
@@ -268,6 +267,11 @@ def approve_then_deploy(
                 message = f"Rejected by {decision.approver}: {decision.reason}"
                 get_run_logger().info(message)
                 return Cancelled(message=message + " Production was not changed.")
+            try:  # up to the policy's timeout has passed: staging may have moved on since
+                require_on_staging(rollout.target, parameters.image)
+            except NotOnStaging:
+                rollout.withdraw(request)
+                raise
             reason = decision.reason or "(no reason)"
             get_run_logger().info("Approved by %s: %s", decision.approver, reason)
             approval = Approval(approver=decision.approver, reason=decision.reason, at=_now())

@@ -89,14 +89,21 @@ _SECOND = datetime.timedelta(seconds=1)
 
 
 def _ship(image: str, version: str, staging_block: str = "staging") -> tuple[Any, Window]:
+    """Staging through `staging_block`, then production through a target that names it."""
     state, result = run_release(
         image, "staging", version, target_block=staging_block, notify_block=NOTIFY
     )
     assert state.is_completed(), result
+    production_block = "production"
+    if staging_block != "staging":
+        production_block = f"production-after-{staging_block}"
+        target = cast(DeployTarget, DeployTarget.load("production"))
+        fields = {**target.model_dump(), "staging_target": staging_block}
+        DeployTarget(**fields).save(production_block, overwrite=True)
 
     def production() -> Any:
         running = ProductionRelease(
-            image, version, staging_block=staging_block, notify_block=NOTIFY
+            image, version, target_block=production_block, notify_block=NOTIFY
         )
         running.decide(reason=f"ship {version}")
         return running.result()

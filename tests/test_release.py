@@ -17,7 +17,13 @@ from pydantic import ValidationError
 
 from blocks.approval_policy import ApprovalPolicy
 from blocks.deploy_target import DeployTarget
-from deliver.errors import HealthCheckFailed, HostKeyRejected, NotOnStaging, SmokeCheckFailed
+from deliver.errors import (
+    DeployTargetInvalid,
+    HealthCheckFailed,
+    HostKeyRejected,
+    NotOnStaging,
+    SmokeCheckFailed,
+)
 from deliver.planning.approval import decode_secret, totp
 from deliver.planning.release import nginx_upstream
 from deliver.prefect_api import decide, waiting_releases
@@ -208,8 +214,11 @@ def test_production_smoke_failure_switches_back(images, sandbox_config):
         images["broken-stats"], "staging", "7.7.7", target_block="staging-no-smoke"
     )
     assert state.is_completed()
+    production_target = cast(DeployTarget, DeployTarget.load("production"))
+    fields = {**production_target.model_dump(), "staging_target": "staging-no-smoke"}
+    DeployTarget(**fields).save("production-after-no-smoke", overwrite=True)
     production = ProductionRelease(
-        images["broken-stats"], "7.7.7", staging_block="staging-no-smoke"
+        images["broken-stats"], "7.7.7", target_block="production-after-no-smoke"
     )
     production.decide(reason="smoke drill")
     state, error = production.result()
@@ -661,3 +670,50 @@ def test_deliver_release_runs_the_flow_and_refuses_bad_input(images, sandbox_con
     assert refused.returncode == 2
     assert "--image" in refused.stderr
     assert "by digest" in refused.stderr
+
+
+def test_a_release_cannot_choose_what_counts_as_staging():
+    """staging_block is no parameter: the production target names its staging itself."""
+    with pytest.raises(ValidationError, match="staging_block"):
+        ReleaseParameters(
+            image=f"app@sha256:{'a' * 64}",
+            environment="production",
+            version="1.0",
+            git_sha=SHA,
+            requested_by="tester",
+            staging_block="anything-live",  # type: ignore[call-arg]
+        )
+
+
+def test_a_production_target_that_names_no_staging_is_refused_before_any_host(
+    images, sandbox_config
+):
+    production = cast(DeployTarget, DeployTarget.load("production"))
+    fields = {**production.model_dump(), "staging_target": None}
+    DeployTarget(**fields).save("production-without-staging", overwrite=True)
+    before = host_state(sandbox_config, "production")
+    state, error = run_release(
+        images["v1"], "production", "1.0.1", target_block="production-without-staging"
+    )
+    assert state.is_failed()
+    assert isinstance(error, DeployTargetInvalid)
+    assert error.field == "staging_target"
+    assert host_state(sandbox_config, "production") == before
+
+
+def test_an_approval_is_void_once_staging_serves_something_else(images, sandbox_config):
+    """Staging is checked again after the wait: approved after staging moved on, the release
+    fails, production is not changed, and its candidate is stopped."""
+    state, _ = run_release(images["v1"], "staging", "1.0.1")
+    assert state.is_completed()
+    before = host_state(sandbox_config, "production")["live"]
+    production = ProductionRelease(images["v1"], "1.0.1-stale")
+    waiting_run("1.0.1-stale")
+    state, _ = run_release(images["v2"], "staging", "1.0.2")  # staging moves on meanwhile
+    assert state.is_completed()
+    production.decide(reason="approved too late")
+    state, error = production.result()
+    assert state.is_failed()
+    assert isinstance(error, NotOnStaging)
+    assert host_state(sandbox_config, "production")["live"] == before
+    assert only_running_slots(sandbox_config) == [before["slot"]]

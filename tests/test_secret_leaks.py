@@ -120,6 +120,7 @@ def canary_blocks(secrets, sandbox_config, registry, prefect_api) -> Iterator[No
                 **target.model_dump(),
                 "private_key": secrets["ssh key"],
                 "registry_block": "canary-registry",
+                "staging_target": "canary-staging" if environment == "production" else None,
             }
         ).save(f"canary-{environment}", overwrite=True)
     Secret(value=secrets["webhook secret"]).save("canary-webhook-secret", overwrite=True)
@@ -223,7 +224,6 @@ def delivered(canary_blocks, sandbox_config, base_image, tmp_path_factory) -> di
         image,
         "9.9.9",
         target_block="canary-production",
-        staging_block="canary-staging",
         notify_block=NOTIFY,
     )
     production.decide(reason="canary run")

@@ -52,6 +52,7 @@ class TargetView:
     drain_s: float
     max_unavailable: int = 1
     front_url: str | None = None  # the environment's own front (a fleet's balancer)
+    staging_target: str | None = None  # where a production release must be live first
 
     @property
     def record_host(self) -> HostView:

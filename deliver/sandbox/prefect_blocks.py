@@ -55,6 +55,7 @@ def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, An
         fields["nginx_upstream_file"] = str(nginx.paths(ctx)["upstream"])
         fields["nginx_command"] = nginx.command(ctx)
         fields["front_url"] = ctx.config.production_front_url
+        fields["staging_target"] = Environment.STAGING.value
     return fields
 
 

@@ -101,6 +101,7 @@ def target_settings(block: str) -> tuple[TargetView, tuple[HostSettings, ...]]:
         drain_s=target.drain_s,
         max_unavailable=target.max_unavailable,
         front_url=target.front_url if target.hosts else None,
+        staging_target=target.staging_target,
     )
     return view, hosts
 
