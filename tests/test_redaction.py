@@ -105,3 +105,22 @@ def test_build_output_comes_out_as_whole_masked_lines(redactor, monkeypatch):
         lines = WholeLines()
         out = lines.feed(stream[:offset]) + lines.feed(stream[offset:]) + lines.finish()
         assert out == ["Step 1/3 : FROM x", f"using {MASK} now", "Successfully built abc"], offset
+
+
+def test_a_secret_too_short_to_mask_is_refused_naming_the_field_not_the_value():
+    """Masking text under 6 characters would hide ordinary words, so such a secret is refused
+    when loaded rather than left unmasked; the error names the block and field only."""
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    from deliver.errors import BlockInvalid
+    from deliver.tasks.loading import refuse_unmaskable_secrets
+
+    short = DockerRegistryCredentials(username="ci", password="pw12", registry_url="r.example")
+    with pytest.raises(BlockInvalid) as refused:
+        refuse_unmaskable_secrets(short, "DockerRegistryCredentials", "short-registry")
+    assert (refused.value.block, refused.value.field) == ("short-registry", "password")
+    assert "pw12" not in str(refused.value)
+    long_enough = DockerRegistryCredentials(
+        username="ci", password="pw12345", registry_url="r.example"
+    )
+    refuse_unmaskable_secrets(long_enough, "DockerRegistryCredentials", "registry")

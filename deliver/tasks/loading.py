@@ -50,6 +50,7 @@ def load_block(block_type: type[B], name: str) -> B:
         raise BlockInvalid(
             block_type=block_type.__name__, block=name, field=field, detail=first["msg"]
         ) from None
+    refuse_unmaskable_secrets(block, block_type.__name__, name)
     redaction.register(secret_values(block))
     if run:
         with _lock:
@@ -59,18 +60,51 @@ def load_block(block_type: type[B], name: str) -> B:
     return block
 
 
+def refuse_unmaskable_secrets(block: BaseModel, block_type: str, name: str) -> None:
+    """A secret too short to be masked in logs (under MIN_FORM_LENGTH characters: masking
+    shorter text would hide ordinary words) is refused when loaded, naming the block and field,
+    never the value. Inside a JSON secret, its text values are held to the same rule; its
+    numbers and booleans are masked as part of the whole value only."""
+    for field in type(block).model_fields:
+        for leaf in [t for raw in _secrets_in(getattr(block, field)) for t in _texts(raw)]:
+            if len(leaf) < redaction.MIN_FORM_LENGTH:
+                raise BlockInvalid(
+                    block_type=block_type,
+                    block=name,
+                    field=field,
+                    detail=f"a secret shorter than {redaction.MIN_FORM_LENGTH} characters "
+                    "cannot be masked in logs; set a longer one",
+                )
+
+
+def _texts(value: Any) -> list[str]:
+    """The text a secret holds: itself, or each text value inside its JSON."""
+    if isinstance(value, bytes):
+        return [value.decode(errors="replace")]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _texts(item)]
+    if isinstance(value, list):
+        return [t for item in value for t in _texts(item)]
+    return []
+
+
 def secret_values(value: Any) -> list[str]:
     """Every secret a block holds, however deeply nested (a dict of per-approver secrets...)."""
+    return [leaf for raw in _secrets_in(value) for leaf in secret_leaves(raw)]
+
+
+def _secrets_in(value: Any) -> list[Any]:
+    """The secret values inside `value`: its SecretStr and Secret fields, however nested."""
     if isinstance(value, SecretStr | SecretBytes | Secret):
-        return secret_leaves(value.get_secret_value())
+        return [value.get_secret_value()]
     if isinstance(value, BaseModel):
-        return [
-            s for field in type(value).model_fields for s in secret_values(getattr(value, field))
-        ]
+        return [s for field in type(value).model_fields for s in _secrets_in(getattr(value, field))]
     if isinstance(value, dict):
-        return [s for item in value.values() for s in secret_values(item)]
+        return [s for item in value.values() for s in _secrets_in(item)]
     if isinstance(value, list | tuple | set):
-        return [s for item in value for s in secret_values(item)]
+        return [s for item in value for s in _secrets_in(item)]
     return []
 
 
