@@ -115,12 +115,18 @@ def test_a_secret_too_short_to_mask_is_refused_naming_the_field_not_the_value():
     from deliver.errors import BlockInvalid
     from deliver.tasks.loading import refuse_unmaskable_secrets
 
-    short = DockerRegistryCredentials(username="ci", password="pw12", registry_url="r.example")
+    short = DockerRegistryCredentials(
+        username="ci",
+        password="pw12",  # noqa: S106 (a deliberately short test value)
+        registry_url="r.example",
+    )
     with pytest.raises(BlockInvalid) as refused:
         refuse_unmaskable_secrets(short, "DockerRegistryCredentials", "short-registry")
     assert (refused.value.block, refused.value.field) == ("short-registry", "password")
     assert "pw12" not in str(refused.value)
     long_enough = DockerRegistryCredentials(
-        username="ci", password="pw12345", registry_url="r.example"
+        username="ci",
+        password="pw12345",  # noqa: S106 (a test value)
+        registry_url="r.example",
     )
     refuse_unmaskable_secrets(long_enough, "DockerRegistryCredentials", "registry")
