@@ -91,7 +91,9 @@ class HostPlan:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    """To the millisecond: one release's span must be told apart from the next's even when
+    they follow each other within a second (the history is how that is checked)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class Rollout:

@@ -717,3 +717,20 @@ def test_an_approval_is_void_once_staging_serves_something_else(images, sandbox_
     assert isinstance(error, NotOnStaging)
     assert host_state(sandbox_config, "production")["live"] == before
     assert only_running_slots(sandbox_config) == [before["slot"]]
+
+
+def test_a_chat_outage_never_fails_a_delivery(images, sandbox_config):
+    """The notification block points at a port nothing listens on: the release still goes
+    live, and the failed notice is only logged."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    CustomWebhookNotificationBlock(
+        name="chat that is down",
+        url="http://127.0.0.1:9/hooks/down",  # the discard port, closed here
+        json_data={"text": "*{{subject}}*\n{{body}}"},
+    ).save("chat-down", overwrite=True)
+    state, result = run_release(
+        images["v2"], "staging", "1.0.2", notify_block="custom-webhook/chat-down"
+    )
+    assert state.is_completed(), result
+    assert host_state(sandbox_config, "staging")["live"]["version"] == "1.0.2"
