@@ -728,6 +728,8 @@ def test_a_chat_outage_never_fails_a_delivery(images, sandbox_config):
         name="chat that is down",
         url="http://127.0.0.1:9/hooks/down",  # the discard port, closed here
         json_data={"text": "*{{subject}}*\n{{body}}"},
+        headers=None,
+        cookies=None,
     ).save("chat-down", overwrite=True)
     state, result = run_release(
         images["v2"], "staging", "1.0.2", notify_block="custom-webhook/chat-down"
