@@ -475,7 +475,7 @@ def test_resume_violating_the_policy_keeps_waiting(images, sandbox_config):
     assert state.is_completed(), result
     assert result.approval.approver == "alice"
     # The same code, still inside its window, for the next release: refused, it keeps waiting.
-    again = ProductionRelease(images["v1"], "1.0.1-again")
+    again = ProductionRelease(images["v1"], "1.0.1")  # the same label: later tests expect it
     again.decide(approver="alice", code=code)
     assert again.thread.is_alive()
     again.decide(approver="demo-approver", reason="after the replayed code")
