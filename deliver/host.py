@@ -52,7 +52,7 @@ class DeployHost(Protocol):
         ...
 
     def prune(self, images: Sequence[str]) -> list[str]:
-        """Remove images; returns those left because a container still uses them."""
+        """Remove images; returns those left: still used by a container, or not on the host."""
         ...
 
 
