@@ -62,12 +62,11 @@ def make_server(port: int, records: Mapping[str, Mapping[str, Any]]) -> Threadin
             self.reply(*answer("GET", self.path, None, records))
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            if length > MAX_BODY:
-                self.reply(413, {"code": 3, "message": "Request body too large."})
+            raw = self.read_body(MAX_BODY)
+            if raw is None:
                 return
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 self.reply(400, {"code": 3, "message": "Invalid JSON."})
                 return

@@ -73,11 +73,10 @@ class Inbox:
                     self.reply(404, {"error": "no such path"})
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                if length > MAX_BODY:
-                    self.reply(413, {"error": "too large"})
+                body = self.read_body(MAX_BODY)
+                if body is None:
                     return
-                status = inbox.keep(self.path, self.rfile.read(length))
+                status = inbox.keep(self.path, body)
                 self.reply(status, {"ok": status == 200})
 
         return ThreadingHTTPServer(("127.0.0.1", port), Handler)
