@@ -35,11 +35,6 @@ CHECK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
 
-def _refuse(problem: str | None) -> None:
-    if problem:
-        raise ValueError(problem)
-
-
 def _inside(value: str) -> str:
     return refused_if(relative_path_problem(value), value)
 
@@ -93,7 +88,7 @@ class EnvironmentSpec(_Strict):
     @classmethod
     def _requirements_only(cls, tools: list[str]) -> list[str]:
         for tool in tools:
-            _refuse(requirement_problem(tool))
+            refused_if(requirement_problem(tool), tool)
         return tools
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 from collections.abc import Iterator
 from typing import Any, Literal, cast
 
@@ -40,7 +39,7 @@ from deliver.planning.release import (
     rollback_choice,
 )
 from deliver.planning.target import TargetView
-from deliver.rollout import Request, Rollout
+from deliver.rollout import Request, Rollout, now
 from deliver.tasks.approval import check_decision, find_ci_evidence, read_approval_timeout
 from deliver.tasks.deploy import open_target
 from deliver.tasks.limits import held, release_limit_name
@@ -136,10 +135,6 @@ class ApprovalDecision(RunInput):
     approver: str = Field(description="Your name, as the approval policy lists it.")
     reason: str = Field(default="", description="Why; required to reject.")
     code: str = Field(default="", description="Your one-time code, if the policy gives you one.")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager
@@ -274,7 +269,7 @@ def approve_then_deploy(
                 raise
             reason = decision.reason or "(no reason)"
             get_run_logger().info("Approved by %s: %s", decision.approver, reason)
-            approval = Approval(approver=decision.approver, reason=decision.reason, at=_now())
+            approval = Approval(approver=decision.approver, reason=decision.reason, at=now())
             return rollout.deploy(dataclasses.replace(request, approval=approval))
 
     return await_decision(
