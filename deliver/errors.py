@@ -123,6 +123,25 @@ class EnvironmentFailed(PipelineError):
         super().__init__(f"Could not prepare the app's environment for {app_dir}: {detail}")
 
 
+class ServiceUnhealthy(PipelineError):
+    """A service container of a CI run did not pass its health command in time."""
+
+    def __init__(self, *, service: str, image: str, detail: str, logs: str) -> None:
+        self.service = service
+        super().__init__(
+            f"Service {service!r} ({image}) was not healthy: {detail}. Check its image, env and "
+            f"health command in deliver.yaml. Its logs (last lines):\n{logs or '(none)'}"
+        )
+
+
+class JobContainerFailed(PipelineError):
+    def __init__(self, *, image: str, detail: str) -> None:
+        super().__init__(
+            f"Could not start the job container from {image}: {detail}. Set "
+            "environment.image in deliver.yaml to an image with python3, or make it available."
+        )
+
+
 class BuildFailed(PipelineError):
     def __init__(self, *, context: str, detail: str) -> None:
         self.context, self.detail = context, detail

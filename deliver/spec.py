@@ -76,9 +76,22 @@ class CheckSpec(_Strict):
 
 
 class EnvironmentSpec(_Strict):
-    """The app's own environment for its checks: its declared dependencies plus the tools."""
+    """The job container the checks run in, and the app environment installed into it with uv:
+    the repository's dependency files plus the tools."""
 
+    image: str | None = Field(
+        default=None,
+        description="Image of the job container; default the Dockerfile's base image.",
+    )
+    requirements: list[PathInRepository] | None = Field(
+        default=None,
+        description="Requirement files to install; default every requirements*.txt of the app "
+        "(ignored when the app has a uv.lock, which is installed frozen).",
+    )
     extras: list[str] = Field(default=["test"], description="Optional-dependency groups to add.")
+    groups: list[str] = Field(
+        default_factory=list, description="Dependency groups of pyproject.toml to add."
+    )
     tools: list[str] = Field(
         default=["ruff", "mypy", "bandit", "pip-audit", "pytest", "pytest-cov"],
         description="Requirement strings of the check tools, pinned as the team wishes.",
@@ -110,10 +123,56 @@ class ImageSpec(_Strict):
         return value
 
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+def _env_names(env: dict[str, str]) -> dict[str, str]:
+    for name in env:
+        if not ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name")
+    return env
+
+
+# Env values may name a service's generated credentials: {services.postgres.password}.
+TemplatedEnv = Annotated[dict[str, str], AfterValidator(_env_names)]
+
+
 class ContainerSpec(_Strict):
     port: int = Field(ge=1, le=65535, description="Port the service listens on in the container.")
     health_path: str = Field(default="/health", pattern=r"^/", description="Health endpoint.")
     health_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    env: TemplatedEnv = Field(
+        default_factory=dict,
+        description="Env of the container test; it joins the run's services when there are any.",
+    )
+
+
+class ServiceSpec(_Strict):
+    """A container the checks and the container test need, as GitHub Actions' `services:`."""
+
+    image: str = Field(min_length=1, description="Image, like postgres:15 or redis:7.")
+    env: TemplatedEnv = Field(
+        default_factory=dict,
+        description="Its env; {services.NAME.password} is a password generated for the run.",
+    )
+    health: list[str] = Field(
+        default_factory=list,
+        description="A command run inside it until it exits 0, like [pg_isready, -U, app].",
+    )
+    health_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    ports: list[int] = Field(
+        default_factory=list,
+        description="Container ports to publish on the worker's loopback (for debugging); "
+        "the checks reach the service by its name on the run's network either way.",
+    )
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[int]) -> list[int]:
+        if any(not 1 <= port <= 65535 for port in ports):
+            raise ValueError("ports are container ports between 1 and 65535")
+        return ports
 
 
 class SmokeCheck(_Strict):
@@ -148,6 +207,33 @@ class PipelineSpec(_Strict):
     container: ContainerSpec
     smoke: list[SmokeCheck] = Field(default_factory=list)
     scan: ScanPolicy = ScanPolicy()
+    services: dict[str, ServiceSpec] = Field(default_factory=dict)
+    env: TemplatedEnv = Field(
+        default_factory=dict, description="Env of every check, e.g. DATABASE_URL."
+    )
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, services: dict[str, ServiceSpec]) -> dict[str, ServiceSpec]:
+        for name in services:
+            if not SERVICE_NAME.match(name):
+                raise ValueError(f"{name!r}: a service is named in lowercase kebab-case")
+        return services
+
+    @model_validator(mode="after")
+    def _templates_name_services(self) -> PipelineSpec:
+        declared = set(self.services)
+        envs = {"env": self.env, "container.env": self.container.env}
+        envs.update({f"services.{n}.env": s.env for n, s in self.services.items()})
+        for where, env in envs.items():
+            for name, value in env.items():
+                for service in template_services(value):
+                    if service not in declared:
+                        raise ValueError(
+                            f"{where}.{name} names the service {service!r}, "
+                            f"which services: does not declare"
+                        )
+        return self
 
     @field_validator("checks")
     @classmethod
@@ -157,6 +243,14 @@ class PipelineSpec(_Strict):
         if duplicates:
             raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
         return checks
+
+
+SERVICE_TEMPLATE = re.compile(r"\{services\.([a-z][a-z0-9-]*)\.(password|host)\}")
+
+
+def template_services(value: str) -> set[str]:
+    """The services an env value's templates name."""
+    return {match[1] for match in SERVICE_TEMPLATE.finditer(value)}
 
 
 def _field_path(location: tuple[int | str, ...]) -> str:

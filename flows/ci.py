@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -23,11 +22,13 @@ from deliver.planning.ci import BuildPlan, TestCounts, plan_build, ref_name_prob
 from deliver.planning.events import ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
+from deliver.planning.services import filled_env
 from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
-from deliver.tasks.app_environment import prepare_app_environment
+from deliver.tasks.app_environment import job_image, prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
 from deliver.tasks.git import repo_name
+from deliver.tasks.job import Job, RunServices, run_services, start_job, stop_job
 from deliver.tasks.limits import build_limit_name, held
 from deliver.tasks.notify import notification_block, notify_failure
 from deliver.tasks.registry import (
@@ -70,6 +71,11 @@ class CiParameters(BaseModel):
     )
     cache_dir: str | None = Field(
         default=None, description="Where app environments and work dirs live; ~/.cache/deliver."
+    )
+    untrusted: bool = Field(
+        default=False,
+        description="A pull request's code: its environments and caches are kept apart from, "
+        "and never read by, trusted runs.",
     )
     notify_block: str | None = Field(
         default=None,
@@ -137,15 +143,16 @@ def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
 
 
 def run_checks(
-    spec: PipelineSpec, app_dir: Path, environment: Any, placeholders: dict[str, str], cache: Path
+    spec: PipelineSpec, job: Job, placeholders: dict[str, str]
 ) -> tuple[list[CheckOutcome], PrefectFuture[None]]:
-    """Every check at once; all outcomes are collected before any failure is raised.
+    """Every check at once in the job container; all outcomes are collected before any
+    failure is raised.
 
     Returns the outcomes and the (still running) publication of their table artifact.
     """
     futures = {
         check.name: run_check.with_options(retries=check.retries, retry_delay_seconds=2).submit(
-            check, app_dir, environment, placeholders, cache
+            check, job, placeholders
         )
         for check in spec.checks
     }
@@ -198,7 +205,11 @@ def publish_result(result: CiResult) -> None:
 
 
 def _image(
-    parameters: CiParameters, app: PreparedApp, plan: BuildPlan, lookup: RegistryLookup
+    parameters: CiParameters,
+    app: PreparedApp,
+    plan: BuildPlan,
+    lookup: RegistryLookup,
+    services: RunServices,
 ) -> tuple[str, RegistryImage, ScanReport]:
     """Build (unless the registry holds this source tree), test the container, scan, then push
     or re-tag: (image id, the image in the registry, the scan report)."""
@@ -221,7 +232,14 @@ def _image(
         image_id = existing.image_id
 
     run_label = str(flow_run.get_id() or "local")
-    health = test_container.submit(image_id, spec.container, run_label, spec.service)
+    health = test_container.submit(
+        image_id,
+        spec.container,
+        run_label,
+        spec.service,
+        services.network.name if spec.services else None,
+        filled_env(spec.container.env, services.access),
+    )
     scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
     health.wait()
     scan.wait()
@@ -252,7 +270,7 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
             app = prepare_app(
                 parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
             )
-            return _pipeline(parameters, app, cache)
+            return _pipeline(parameters, app, cache, workdir)
         except Exception as exc:
             notify_failure(
                 parameters.notify_block,
@@ -274,6 +292,9 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
     if not context.is_relative_to(root):  # a symlink in the repository pointing out of it
         detail = f"image.context {app.spec.image.context!r} resolves outside the repository"
         raise BuildFailed(context=str(context), detail=detail)
+    if not (context / app.spec.image.dockerfile).is_file():  # before any container starts
+        detail = f"no {app.spec.image.dockerfile} in the build context"
+        raise BuildFailed(context=str(context), detail=detail)
     return plan_build(
         image_name=app.spec.image.name,
         context=str(context),
@@ -285,30 +306,46 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
     )
 
 
-def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path) -> CiResult:
+def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: Path) -> CiResult:
     spec, checkout = app.spec, app.checkout
     plan = build_plan(parameters, app)
     # The lookup reads the registry only, so it runs while the checks do.
     first_lookup = find_image.submit(parameters.registry_block, spec.image.name, plan.source_tag)
-    environment = prepare_app_environment(app.app_dir, spec.environment, cache)
+    image = job_image(app.app_dir, spec, dict(plan.build_args))
+    environment = prepare_app_environment(
+        app.app_dir, spec.environment, image, cache, untrusted=parameters.untrusted
+    )
     placeholders = {
         "advisory_url": parameters.advisory_url,
-        "requirements": str(environment.runtime_requirements),
+        "requirements": environment.runtime_requirements,
     }
-    try:
-        checks, checks_published = run_checks(spec, app.app_dir, environment, placeholders, cache)
-    finally:
-        first_lookup.wait()
+    with run_services(spec.services, str(flow_run.get_id() or "local")) as services:
+        job = start_job(
+            app.checkout.workdir,
+            app.app_dir,
+            environment,
+            services.network,
+            filled_env(spec.env, services.access),
+            cache,
+            workdir,
+            untrusted=parameters.untrusted,
+        )
+        try:
+            checks, checks_published = run_checks(spec, job, placeholders)
+        finally:
+            stop_job(job)
+            first_lookup.wait()
 
-    lookup = first_lookup.result()
-    if lookup.existing is None:
-        # Two runs of one source tree at once would both build and push it, and the second
-        # push would move the first's tags. The second waits, then finds the first's image.
-        with held(build_limit_name(spec.image.name), "one build and push of an image at a time"):
-            lookup = find_image(parameters.registry_block, spec.image.name, plan.source_tag)
-            image_id, pushed, report = _image(parameters, app, plan, lookup)
-    else:
-        image_id, pushed, report = _image(parameters, app, plan, lookup)
+        lookup = first_lookup.result()
+        if lookup.existing is None:
+            # Two runs of one source tree at once would both build and push it, and the second
+            # push would move the first's tags. The second waits, then finds the first's image.
+            limit = build_limit_name(spec.image.name)
+            with held(limit, "one build and push of an image at a time"):
+                lookup = find_image(parameters.registry_block, spec.image.name, plan.source_tag)
+                image_id, pushed, report = _image(parameters, app, plan, lookup, services)
+        else:
+            image_id, pushed, report = _image(parameters, app, plan, lookup, services)
     result = CiResult(
         service=spec.service,
         image=pushed.reference,

@@ -25,11 +25,13 @@ from deliver.errors import ChecksFailed, DeliveryError
 from deliver.planning.metrics import parse_window, table_rows
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import NightlyReport, nightly_report
+from deliver.planning.services import filled_env
 from deliver.prefect_api import delivery_metrics
 from deliver.spec import PathInRepository, RepositoryLocation
-from deliver.tasks.app_environment import fresh_app_environment, installed_versions
+from deliver.tasks.app_environment import fresh_app_environment, installed_versions, job_image
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.git import repo_name
+from deliver.tasks.job import run_services, start_job, stop_job
 from deliver.tasks.notify import notification_block, notify_failure
 from flows.ci import DEFAULT_CACHE_DIR, PUBLIC_OSV
 from flows.prepared_app import PreparedApp, prepare_app
@@ -155,18 +157,33 @@ def _nightly(parameters: NightlyParameters, app: PreparedApp, workdir: Path) -> 
     unknown = sorted(set(parameters.checks) - {check.name for check in spec.checks})
     if unknown:
         raise ValueError(f"{parameters.spec_path} has no check named {', '.join(unknown)}")
-    environment = fresh_app_environment(app_dir, spec.environment, workdir / "env")
+    image = job_image(app_dir, spec, dict(spec.image.build_args))
+    environment = fresh_app_environment(app_dir, spec.environment, image, workdir / "env")
     placeholders = {
         "advisory_url": parameters.advisory_url,
-        "requirements": str(environment.runtime_requirements),
+        "requirements": environment.runtime_requirements,
     }
     fresh = run_check.with_options(refresh_cache=True)  # the point is to run it again
-    futures = {
-        check.name: fresh.submit(check, app_dir, environment, placeholders, workdir / "cache")
-        for check in spec.checks
-        if check.name in parameters.checks
-    }
-    results = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
+    with run_services(spec.services, str(flow_run.get_id() or "local")) as services:
+        job = start_job(
+            app.checkout.workdir,
+            app_dir,
+            environment,
+            services.network,
+            filled_env(spec.env, services.access),
+            workdir / "cache",
+            workdir,
+            untrusted=False,
+        )
+        try:
+            futures = {
+                check.name: fresh.submit(check, job, placeholders)
+                for check in spec.checks
+                if check.name in parameters.checks
+            }
+            results = {n: future.result(raise_on_failure=False) for n, future in futures.items()}
+        finally:
+            stop_job(job)
     passed = {n: r for n, r in results.items() if isinstance(r, CheckResult)}
     failures = {n: getattr(r, "tail", str(r)) for n, r in results.items() if n not in passed}
     benchmarks = (

@@ -467,7 +467,7 @@ def test_malformed_spec_in_the_repo(ci, app_repo):
 
 
 def test_missing_dockerfile(ci, app_repo, registry):
-    """A build context without the Dockerfile fails at the build, naming what is missing."""
+    """A build context without the Dockerfile fails before any container starts, naming it."""
     ref = branch(app_repo, {"Dockerfile": None})
     state, error = ci(app_repo, ref)
     assert state.is_failed()

@@ -15,10 +15,11 @@ import pytest
 from pydantic import ValidationError
 
 from deliver.errors import EnvironmentFailed, RepoNotFound, SpecError
+from deliver.planning.environment import InstallPlan, install_plan
 from deliver.planning.inputs import relative_path_problem, repository_problem, requirement_problem
 from deliver.planning.webhook import judge
 from deliver.spec import EnvironmentSpec, parse_spec
-from deliver.tasks.app_environment import declared_dependencies
+from deliver.tasks.app_environment import dependency_files
 from deliver.tasks.git import check_out
 from flows.ci import CiParameters
 from tests.test_webhook_planning import SECRET, headers
@@ -149,10 +150,45 @@ def test_option_like_requirements_are_refused(requirement):
     assert requirement_problem(requirement)
 
 
+def install_plan_of(app_dir: Path, spec: EnvironmentSpec) -> InstallPlan:
+    try:
+        return install_plan(dependency_files(app_dir, spec), spec)
+    except ValueError as exc:
+        raise EnvironmentFailed(app_dir=str(app_dir), detail=str(exc)) from exc
+
+
 def test_an_option_like_dependency_in_pyproject_fails_before_pip_runs(tmp_path: Path):
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "app"\nversion = "1"\n'
         'dependencies = ["requests", "--extra-index-url=http://evil.example/simple"]\n'
     )
     with no_process_started(), pytest.raises(EnvironmentFailed, match="installer option"):
-        declared_dependencies(tmp_path, EnvironmentSpec())
+        install_plan_of(tmp_path, EnvironmentSpec())
+
+
+@pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        ("--extra-index-url http://evil.example/simple", "installer option"),
+        ("--index-url=http://evil.example/simple", "installer option"),
+        ("-e ../other", "installer option"),
+        ("-f /opt/wheels", "installer option"),
+        ("-r ../../etc/requirements.txt", "leaves the repository"),
+        ("-c /etc/constraints.txt", "leaves the repository"),
+    ],
+)
+def test_an_option_in_a_requirements_file_fails_before_uv_runs(tmp_path: Path, line, refused):
+    (tmp_path / "requirements.txt").write_text(f"fastapi==0.115.0\n{line}\n")
+    with no_process_started(), pytest.raises(EnvironmentFailed, match=refused):
+        install_plan_of(tmp_path, EnvironmentSpec())
+
+
+def test_requirement_files_may_include_others_of_the_app_and_pin_hashes(tmp_path: Path):
+    (tmp_path / "requirements.txt").write_text(
+        "# runtime\nfastapi==0.115.0 \\\n    --hash=sha256:abc\nredis>=5  # cache\n"
+    )
+    (tmp_path / "requirements-dev.txt").write_text("-r requirements.txt\npytest\n")
+    plan = install_plan_of(tmp_path, EnvironmentSpec(tools=["ruff"]))
+    assert plan.requirement_files == ("requirements-dev.txt", "requirements.txt")
+    assert plan.runtime == ("fastapi==0.115.0", "redis>=5")
+    assert "ruff" in plan.requirements

@@ -54,3 +54,30 @@ def ignore_with(original: str | None, name: str) -> str:
     if original is None:
         return f".dockerignore\n{name}\n"
     return original.rstrip("\n") + f"\n{name}\n"
+
+
+_ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?\s*$", re.IGNORECASE)
+_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", re.IGNORECASE)
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _filled(text: str, values: Mapping[str, str]) -> str | None:
+    """`text` with its $NAME and ${NAME} replaced, or None when one has no value."""
+    names = [match[1] or match[2] for match in _VARIABLE.finditer(text)]
+    if any(not values.get(name) for name in names):
+        return None
+    return _VARIABLE.sub(lambda match: values[match[1] or match[2]], text)
+
+
+def base_image(dockerfile: str, build_args: Mapping[str, str]) -> str | None:
+    """The image the first stage starts from, with the ARGs before it filled in as a build
+    with `build_args` would; None when there is no FROM or it cannot be resolved."""
+    defaults: dict[str, str] = {}
+    for line in dockerfile.splitlines():
+        if arg := _ARG.match(line):
+            defaults[arg[1]] = (arg[2] or "").strip("\"'")
+        elif start := _FROM.match(line):
+            values = {**defaults, **{k: v for k, v in build_args.items() if k in defaults}}
+            image = _filled(start[1], values)
+            return None if image == "scratch" else image
+    return None

@@ -1,4 +1,5 @@
-"""The advisory mirror: an OSV-compatible service on loopback for scans on a closed network."""
+"""The advisory mirror: an OSV-compatible service on the Docker bridge for scans on a closed
+network (the worker and the CI job containers both reach it there)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,13 @@ class AdvisoryMirror(Daemon):
     def address(self, ctx: Context) -> str:
         return ctx.config.advisory_url
 
-    def port(self, ctx: Context) -> int:
-        return ctx.config.advisory_port
-
     def argv(self, ctx: Context) -> list[str]:
         return [
             sys.executable,
             "-m",
             "deliver.sandbox.services.advisory_mirror",
+            "--host",
+            ctx.config.docker_bridge_gateway,
             "--port",
             str(ctx.config.advisory_port),
             "--data",
@@ -31,4 +31,5 @@ class AdvisoryMirror(Daemon):
         ]
 
     def probe(self, ctx: Context) -> str | None:
-        return http_probe(f"http://127.0.0.1:{ctx.config.advisory_port}/health", timeout_s=2.0)
+        health = ctx.config.advisory_url.removesuffix("/v1/query") + "/health"
+        return http_probe(health, timeout_s=2.0)

@@ -53,6 +53,9 @@ class SandboxConfig:
     )
     nginx_port: int = 8080
     advisory_port: int = 8090
+    # The Docker bridge's address on this machine (dockerd --bip): the one address the CI job
+    # containers can reach the advisory mirror at, since the worker's loopback is not theirs.
+    docker_bridge_gateway: str = "172.17.0.1"
     chat_port: int = 8091
     postgres_port: int = 5433
     prefect_port: int = 4200
@@ -79,8 +82,9 @@ class SandboxConfig:
 
     @property
     def advisory_url(self) -> str:
-        """The OSV query endpoint of the sandbox's advisory mirror, as pip-audit's --osv-url."""
-        return f"http://{LOOPBACK}:{self.advisory_port}/v1/query"
+        """The OSV query endpoint of the sandbox's advisory mirror, as pip-audit's --osv-url:
+        on the Docker bridge, where the worker's scan and the job container's audit reach it."""
+        return f"http://{self.docker_bridge_gateway}:{self.advisory_port}/v1/query"
 
     @property
     def prefect_home(self) -> Path:

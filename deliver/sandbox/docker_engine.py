@@ -47,7 +47,8 @@ class DockerEngine(Daemon):
 
     def argv(self, ctx: Context) -> list[str]:
         pid_file = ctx.dir(self.name) / "docker.pid"
-        return [self.tool_path(self.tools[0]), "--pidfile", str(pid_file)]
+        bridge = f"--bip={ctx.config.docker_bridge_gateway}/16"
+        return [self.tool_path(self.tools[0]), "--pidfile", str(pid_file), bridge]
 
     def probe(self, ctx: Context) -> str | None:
         return engine_problem()

@@ -22,6 +22,7 @@ from deliver.sandbox.prefect_blocks import PrefectBlocks
 from deliver.sandbox.prefect_server import PrefectServer, PrefectWorker
 from deliver.sandbox.registry import Registry
 from deliver.sandbox.ssh_hosts import SshHost
+from deliver.sandbox.stand_in_images import StandInImages
 from deliver.sandbox.state import SandboxState
 
 
@@ -30,6 +31,7 @@ def all_components() -> list[Component]:
     return [
         DockerEngine(),
         BaseImage(),
+        StandInImages(),
         Registry(),
         SshHost(Environment.STAGING),
         SshHost(Environment.PRODUCTION),

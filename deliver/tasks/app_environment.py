@@ -1,24 +1,56 @@
-"""The application's own environment for its checks: a venv reused while its inputs are the same."""
+"""Docker engine: the app environment its checks run in, installed with uv inside the job
+image (so it is the app's Python, not the worker's), as a non-root user, with only the app's
+folder mounted read-only. Reused while its digest (the image and every dependency file) is the
+same; a pull request's environments and uv cache are kept apart from trusted runs'.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import json
+import os
+import shlex
 import shutil
-import sys
-import tomllib
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
+import docker.errors
+import uv
 from prefect import get_run_logger, task
 
-from deliver import commands
-from deliver.commands import run_streamed
+from deliver import redaction
 from deliver.errors import EnvironmentFailed
-from deliver.planning.inputs import requirement_problem
-from deliver.spec import EnvironmentSpec
+from deliver.planning.dockerfile import base_image
+from deliver.planning.environment import (
+    PYPROJECT,
+    UV_LOCK,
+    EnvironmentProblem,
+    InstallPlan,
+    environment_digest,
+    install_plan,
+    install_script,
+    nested_files,
+    requirement_file_names,
+)
+from deliver.spec import EnvironmentSpec, PipelineSpec
+from deliver.tasks.docker_image import docker_client
+
+ENV_MOUNT = "/deliver/env"
+APP_MOUNT = "/deliver/app"
+UV_MOUNT = "/deliver/bin/uv"
+UV_CACHE_MOUNT = "/deliver/uv-cache"
+CA_MOUNT = "/deliver/ca-certificates.crt"
+MACHINE_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+FROZEN = ".frozen"
+RUNTIME = "runtime-requirements.txt"
+NOBODY = "65534:65534"
+CONTAINER_TMP = "/tmp"  # noqa: S108 - the container's own, never the worker's
+BUILD_TIMEOUT_S = 900
 
 # Run with the environment's own python: the pinned closure of the app's runtime dependencies.
 _RUNTIME_CLOSURE = """
@@ -45,113 +77,206 @@ print("\\n".join(f"{k}=={v}" for k, v in sorted(seen.items())))
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AppEnvironment:
-    path: Path
-    digest: str  # of what was asked for: dependencies, extras, tools, python
-    frozen_digest: str  # of what was installed (pip freeze): the tools' actual versions
-    runtime_requirements: Path  # pinned closure of the app's runtime dependencies
+    image: str  # the job image's id: the environment only runs in it
+    path: Path  # on the worker; mounted read-only at ENV_MOUNT
+    digest: str  # of what it was built from
+    frozen_digest: str  # of what was installed (uv pip freeze): the tools' actual versions
 
     @property
-    def bin_dir(self) -> Path:
-        return self.path / "bin"
+    def runtime_requirements(self) -> str:
+        """The pinned runtime closure, as the job container sees it."""
+        return f"{ENV_MOUNT}/{RUNTIME}"
 
 
-def declared_dependencies(app_dir: Path, spec: EnvironmentSpec) -> tuple[list[str], list[str]]:
-    """(runtime, extras) requirement strings from the app's pyproject.toml."""
-    pyproject = app_dir / "pyproject.toml"
-    if not pyproject.is_file():
-        return [], []
-    project = tomllib.loads(pyproject.read_text()).get("project", {})
-    runtime = list(project.get("dependencies", []))
-    optional = project.get("optional-dependencies", {})
-    extras = [req for extra in spec.extras for req in optional.get(extra, [])]
-    for requirement in [*runtime, *extras]:
-        if problem := requirement_problem(str(requirement)):
-            raise _fail(app_dir, f"pyproject.toml dependencies: {problem}")
-    return runtime, extras
+def container_user() -> str:
+    """Who runs in the job's containers: the worker's own user, or nobody for a root worker."""
+    return NOBODY if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
 
 
-def environment_digest(app_dir: Path, spec: EnvironmentSpec) -> str:
-    runtime, extras = declared_dependencies(app_dir, spec)
-    python = ".".join(map(str, sys.version_info[:3]))
-    material = json.dumps([sorted(runtime), sorted(extras), sorted(spec.tools), python])
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+def job_image(app_dir: Path, spec: PipelineSpec, build_args: dict[str, str]) -> str:
+    """The spec's environment.image, else the Dockerfile's base image with the same build args."""
+    if spec.environment.image:
+        return spec.environment.image
+    dockerfile = app_dir / spec.image.context / spec.image.dockerfile
+    found = base_image(dockerfile.read_text(), build_args) if dockerfile.is_file() else None
+    if found is None:
+        raise EnvironmentFailed(
+            app_dir=str(app_dir),
+            detail=f"no base image could be read from {dockerfile.name}; "
+            "set environment.image in deliver.yaml",
+        )
+    return found
 
 
-def _fail(app_dir: Path, detail: str) -> EnvironmentFailed:
-    return EnvironmentFailed(app_dir=str(app_dir), detail=detail)
+def dependency_files(app_dir: Path, spec: EnvironmentSpec) -> dict[str, str]:
+    """name -> text of pyproject.toml, uv.lock and every requirement file uv will read."""
+    root = app_dir.resolve()
+    files = {n: (app_dir / n).read_text() for n in (PYPROJECT, UV_LOCK) if (app_dir / n).is_file()}
+    present = {p.name: "" for p in app_dir.iterdir() if p.is_file()}
+    pending = requirement_file_names(present, spec)
+    while pending:
+        name = pending.pop(0)
+        path = (app_dir / name).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            detail = f"{name}: no such requirement file in the app folder"
+            raise EnvironmentFailed(app_dir=str(app_dir), detail=detail)
+        if name in files:
+            continue
+        files[name] = path.read_text()
+        try:
+            pending.extend(nested_files(name, files[name]))
+        except EnvironmentProblem as exc:
+            raise EnvironmentFailed(app_dir=str(app_dir), detail=str(exc)) from exc
+    return files
+
+
+def _image_id(client: docker.DockerClient, image: str, app_dir: Path) -> str:
+    try:
+        return str(client.images.get(image).id)
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        return str(client.images.pull(image).id)
+    except docker.errors.DockerException as exc:
+        detail = f"the job image {image} is not here and could not be pulled: {exc}"
+        raise EnvironmentFailed(app_dir=str(app_dir), detail=detail) from exc
+
+
+def _planned(app_dir: Path, spec: EnvironmentSpec) -> InstallPlan:
+    try:
+        return install_plan(dependency_files(app_dir, spec), spec)
+    except EnvironmentProblem as exc:
+        raise EnvironmentFailed(app_dir=str(app_dir), detail=str(exc)) from exc
 
 
 @task(name="prepare_app_environment")
 def prepare_app_environment(
-    app_dir: Path, spec: EnvironmentSpec, cache_dir: Path
+    app_dir: Path, spec: EnvironmentSpec, image: str, cache_dir: Path, *, untrusted: bool
 ) -> AppEnvironment:
-    """A venv with the app's dependencies and the check tools, built once per distinct digest."""
+    """The environment for `app_dir` in `image`, built once per distinct digest."""
     logger = get_run_logger()
-    digest = environment_digest(app_dir, spec)
-    path = cache_dir / "envs" / digest
+    plan = _planned(app_dir, spec)
+    with docker_client() as client:
+        image_id = _image_id(client, image, app_dir)
+    digest = environment_digest(plan, image_id)
+    trust = "untrusted" if untrusted else "trusted"
+    path = cache_dir / "envs" / trust / digest
     path.parent.mkdir(parents=True, exist_ok=True)
     with (path.parent / f"{digest}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (path / ".ready").exists():
+        if (path / FROZEN).exists():
             logger.info("Reusing the app environment %s (inputs unchanged)", digest)
         else:
-            _build(path, app_dir, spec, logger.info)
-    return AppEnvironment(
-        path=path,
-        digest=digest,
-        frozen_digest=(path / ".frozen-digest").read_text().strip(),
-        runtime_requirements=path / "runtime-requirements.txt",
-    )
-
-
-def _build(path: Path, app_dir: Path, spec: EnvironmentSpec, log: Callable[[str], None]) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    runtime, extras = declared_dependencies(app_dir, spec)
-    log(f"Building the app environment at {path}")
-    created = run_streamed([sys.executable, "-m", "venv", str(path)], cwd=app_dir, on_line=log)
-    if not created.ok:
-        raise _fail(app_dir, f"python -m venv failed:\n{created.tail()}")
-    python = str(path / "bin" / "python")
-    requirements = [*runtime, *extras, *spec.tools]
-    if requirements:
-        pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        installed = run_streamed(
-            [*pip, "--", *requirements], cwd=app_dir, on_line=log, timeout_s=900
-        )
-        if not installed.ok:
-            raise _fail(app_dir, f"pip install failed:\n{installed.tail()}")
-    freeze = commands.run([python, "-m", "pip", "freeze", "--all"], timeout_s=120)
-    if not freeze.ok:
-        raise _fail(app_dir, f"pip freeze failed:\n{freeze.tail()}")
-    frozen = hashlib.sha256(freeze.stdout.encode()).hexdigest()[:32]
-    closure = commands.run([python, "-c", _RUNTIME_CLOSURE, json.dumps(runtime)], timeout_s=120)
-    if not closure.ok:
-        raise _fail(app_dir, f"reading the runtime dependencies failed:\n{closure.tail()}")
-    (path / "runtime-requirements.txt").write_text(closure.stdout.strip() + "\n")
-    (path / ".frozen-digest").write_text(frozen + "\n")
-    (path / ".ready").write_text("")
+            logger.info("Building the app environment %s in %s with uv", digest, image)
+            _build(plan, app_dir, image_id, path, cache_dir / "uv" / trust, logger.info)
+    return _environment(image_id, path, digest)
 
 
 @task(name="fresh_app_environment")
-def fresh_app_environment(app_dir: Path, spec: EnvironmentSpec, path: Path) -> AppEnvironment:
-    """A new venv at `path` with the newest versions the app's requirements allow; nothing
-    reused. What it resolved to is in `installed_versions(...)`."""
+def fresh_app_environment(
+    app_dir: Path, spec: EnvironmentSpec, image: str, path: Path
+) -> AppEnvironment:
+    """A new environment at `path` with the newest versions the app's requirements allow:
+    nothing reused, not even uv's cache. What it resolved to is in `installed_versions(...)`."""
     logger = get_run_logger()
-    _build(path, app_dir, spec, logger.info)
+    plan = _planned(app_dir, spec)
+    with docker_client() as client:
+        image_id = _image_id(client, image, app_dir)
+    _build(plan, app_dir, image_id, path, path.parent / f"{path.name}-uv-cache", logger.info)
+    return _environment(image_id, path, environment_digest(plan, image_id))
+
+
+def _environment(image_id: str, path: Path, digest: str) -> AppEnvironment:
+    frozen = (path / FROZEN).read_text()
     return AppEnvironment(
+        image=image_id,
         path=path,
-        digest=environment_digest(app_dir, spec),
-        frozen_digest=(path / ".frozen-digest").read_text().strip(),
-        runtime_requirements=path / "runtime-requirements.txt",
+        digest=digest,
+        frozen_digest=hashlib.sha256(frozen.encode()).hexdigest()[:32],
     )
+
+
+def _writable_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777 if os.getuid() == 0 else 0o700)
+    return path
+
+
+def _build(
+    plan: InstallPlan,
+    app_dir: Path,
+    image_id: str,
+    path: Path,
+    uv_cache: Path,
+    log: Callable[[str], None],
+) -> None:
+    """Install into a new folder beside `path`, then move it into place: a failed or killed
+    build leaves nothing a later run would take for an environment."""
+    building = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_writable_dir(path.parent)))
+    _writable_dir(building)
+    script = install_script(plan, uv=UV_MOUNT, env=ENV_MOUNT, app=APP_MOUNT)
+    python = f"{ENV_MOUNT}/bin/python"
+    script += f"\n{UV_MOUNT} pip freeze --python {python} > {ENV_MOUNT}/{FROZEN}"
+    script += (
+        f"\n{python} -c {shlex.quote(_RUNTIME_CLOSURE)} "
+        f"{shlex.quote(json.dumps(list(plan.runtime)))} > {ENV_MOUNT}/{RUNTIME}"
+    )
+    volumes = {
+        str(app_dir.resolve()): {"bind": APP_MOUNT, "mode": "ro"},
+        str(building): {"bind": ENV_MOUNT, "mode": "rw"},
+        str(_writable_dir(uv_cache)): {"bind": UV_CACHE_MOUNT, "mode": "rw"},
+        str(Path(uv.find_uv_bin()).resolve()): {"bind": UV_MOUNT, "mode": "ro"},
+    }
+    env = {
+        "HOME": CONTAINER_TMP,
+        "UV_CACHE_DIR": UV_CACHE_MOUNT,
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_LINK_MODE": "copy",
+        "UV_NO_PROGRESS": "1",
+    }
+    if MACHINE_CA_BUNDLE.is_file():  # this machine's trust store (a proxy's CA, say)
+        volumes[str(MACHINE_CA_BUNDLE)] = {"bind": CA_MOUNT, "mode": "ro"}
+        env["SSL_CERT_FILE"] = CA_MOUNT
+    try:
+        with docker_client() as client:
+            container = client.containers.run(
+                image_id,
+                ["sh", "-c", script],
+                detach=True,
+                user=container_user(),
+                working_dir=APP_MOUNT,
+                environment=env,
+                volumes=volumes,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+            )
+            try:
+                lines: list[str] = []
+                for chunk in container.logs(stream=True, follow=True):
+                    for line in redaction.redact(chunk.decode(errors="replace")).splitlines():
+                        lines.append(line)
+                        log(line)
+                exit_code = container.wait(timeout=BUILD_TIMEOUT_S)["StatusCode"]
+            finally:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+        if exit_code != 0:
+            tail = "\n".join(lines[-30:])
+            raise EnvironmentFailed(
+                app_dir=str(app_dir), detail=f"uv exited {exit_code} in the job image:\n{tail}"
+            )
+        shutil.rmtree(path, ignore_errors=True)
+        building.chmod(0o755)
+        building.rename(path)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 def installed_versions(environment: AppEnvironment) -> dict[str, str]:
     """name -> version of every distribution in the environment."""
-    listed = commands.run(
-        [str(environment.bin_dir / "python"), "-m", "pip", "list", "--format", "json"],
-        timeout_s=120,
-    )
-    if not listed.ok:
-        raise EnvironmentFailed(app_dir=str(environment.path), detail=listed.tail())
-    return {item["name"]: item["version"] for item in json.loads(listed.stdout)}
+    versions: dict[str, str] = {}
+    for line in (environment.path / FROZEN).read_text().splitlines():
+        name, separator, version = line.partition("==")
+        if separator:
+            versions[name.strip()] = version.strip()
+    return versions

@@ -1,10 +1,10 @@
-"""One check of the app (lint, types, tests, ...) run as a task in the app's own environment."""
+"""One check of the app (lint, types, tests, ...) run as a task inside the run's job container."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from deliver.planning.ci import (
     parse_junit,
 )
 from deliver.spec import CheckSpec
-from deliver.tasks.app_environment import AppEnvironment
+from deliver.tasks.app_environment import CONTAINER_TMP
+from deliver.tasks.job import REPORTS, Job, docker_cli_env
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,26 +52,14 @@ def files_digest(app_dir: Path, patterns: list[str]) -> str:
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     check: CheckSpec = parameters["check"]
-    environment: AppEnvironment = parameters["environment"]
+    job: Job = parameters["job"]
+    trust = {"trust": "untrusted" if job.untrusted else "trusted"}
     return check_cache_key(
         check,
-        files_digest=files_digest(parameters["app_dir"], check.inputs),
-        environment_digest=environment.frozen_digest,
-        placeholders=parameters["placeholders"],
+        files_digest=files_digest(job.app_dir, check.inputs),
+        environment_digest=job.environment.frozen_digest,
+        placeholders={**parameters["placeholders"], **trust},
     )
-
-
-def check_env(environment: AppEnvironment, cache_dir: Path) -> dict[str, str]:
-    """Only what a check needs: the app's venv first on PATH; nothing of the orchestrator's."""
-    return {
-        "PATH": f"{environment.bin_dir}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
-        "VIRTUAL_ENV": str(environment.path),
-        "HOME": str(cache_dir / "home"),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "MYPY_CACHE_DIR": str(cache_dir / "mypy" / environment.frozen_digest),
-        "RUFF_CACHE_DIR": str(cache_dir / "ruff"),
-    }
 
 
 @task(
@@ -79,26 +68,21 @@ def check_env(environment: AppEnvironment, cache_dir: Path) -> dict[str, str]:
     cache_key_fn=_cache_key,
     persist_result=True,
 )
-def run_check(
-    check: CheckSpec,
-    app_dir: Path,
-    environment: AppEnvironment,
-    placeholders: dict[str, str],
-    cache_dir: Path,
-) -> CheckResult:
-    """Run one check, streaming its output to the run log; raises CheckFailed when it fails."""
+def run_check(check: CheckSpec, job: Job, placeholders: dict[str, str]) -> CheckResult:
+    """Run one check in the job container, streaming its output to the run log; raises
+    CheckFailed when it fails."""
     logger = get_run_logger()
-    reports = app_dir.parent / f".reports-{check.name}"
-    reports.mkdir(parents=True, exist_ok=True)
-    argv = expand_command(check.run, {**placeholders, "reports": str(reports)})
-    argv[0] = (
-        str(environment.bin_dir / argv[0]) if (environment.bin_dir / argv[0]).exists() else argv[0]
-    )
-    (cache_dir / "home").mkdir(parents=True, exist_ok=True)
+    reports = job.reports_dir / check.name
+    shutil.rmtree(reports, ignore_errors=True)
+    reports.mkdir(parents=True)
+    reports.chmod(0o777)
+    argv = expand_command(check.run, {**placeholders, "reports": f"{REPORTS}/{check.name}"})
+    exec_in_job = ["docker", "exec", "--user", job.user, "--workdir", job.workdir]
+    exec_in_job += ["--env", f"COVERAGE_FILE={CONTAINER_TMP}/.coverage-{check.name}"]
     result = run_streamed(
-        argv,
-        cwd=app_dir,
-        env=check_env(environment, cache_dir),
+        [*exec_in_job, job.container, *argv],
+        cwd=job.reports_dir,
+        env=docker_cli_env(),
         timeout_s=check.timeout_s,
         on_line=lambda line: logger.info("%s | %s", check.name, line),
     )
@@ -115,6 +99,6 @@ def run_check(
     )
     if not outcome.passed:
         raise CheckFailed(
-            name=check.name, exit_code=result.exit_code, where=str(app_dir), tail=outcome.tail
+            name=check.name, exit_code=result.exit_code, where=job.workdir, tail=outcome.tail
         )
     return outcome

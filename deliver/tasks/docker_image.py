@@ -194,7 +194,8 @@ def build_image(
 
 def _container_test_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     spec: ContainerSpec = parameters["container"]
-    return f"container-test-{parameters['image_id']}-{spec.port}-{spec.health_path}"
+    env = hashlib.sha256(repr(sorted(spec.env.items())).encode()).hexdigest()[:12]
+    return f"container-test-{parameters['image_id']}-{spec.port}-{spec.health_path}-{env}"
 
 
 @task(
@@ -203,15 +204,26 @@ def _container_test_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
     persist_result=True,
 )
 def test_container(
-    image_id: str, container: ContainerSpec, run_label: str, service: str
+    image_id: str,
+    container: ContainerSpec,
+    run_label: str,
+    service: str,
+    network: str | None,
+    env: Mapping[str, str],
 ) -> ContainerTest:
-    """Start the image, probe its health endpoint, keep its logs on failure, always remove it."""
+    """Start the image (on the run's `network` with its services, when it has some), probe
+    its health endpoint, keep its logs on failure, always remove it."""
     logger = get_run_logger()
     # A host port of None asks the engine for a free one; the stubs don't know that form.
     ports: dict[str, Any] = {f"{container.port}/tcp": ("127.0.0.1", None)}
     with docker_client() as client:
         running = client.containers.run(
-            image_id, detach=True, labels={CI_LABEL: run_label}, ports=ports
+            image_id,
+            detach=True,
+            labels={CI_LABEL: run_label},
+            ports=ports,
+            network=network,
+            environment=dict(env),
         )
         try:
             running.reload()

@@ -56,7 +56,9 @@ def answer(
     return 404, {"code": 5, "message": f"No route for {method} {path}"}
 
 
-def make_server(port: int, records: Mapping[str, Mapping[str, Any]]) -> ThreadingHTTPServer:
+def make_server(
+    port: int, records: Mapping[str, Mapping[str, Any]], host: str = "127.0.0.1"
+) -> ThreadingHTTPServer:
     class Handler(JsonHandler):
         def do_GET(self) -> None:
             self.reply(*answer("GET", self.path, None, records))
@@ -72,17 +74,18 @@ def make_server(port: int, records: Mapping[str, Mapping[str, Any]]) -> Threadin
                 return
             self.reply(*answer("POST", self.path, body, records))
 
-    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    return ThreadingHTTPServer((host, port), Handler)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
     args = parser.parse_args(argv)
     records = load_records(args.data)
-    print(f"advisory mirror: {len(records)} advisories on 127.0.0.1:{args.port}", flush=True)
-    make_server(args.port, records).serve_forever()
+    print(f"advisory mirror: {len(records)} advisories on {args.host}:{args.port}", flush=True)
+    make_server(args.port, records, args.host).serve_forever()
 
 
 if __name__ == "__main__":
