@@ -80,7 +80,6 @@ def main() -> int:
         ref=current_ref(str(PROJECT_DIR)),
         spec_path=SAMPLE_SPEC,
         advisory_url=implied["advisory_url"],
-        build_args={"BASE_IMAGE": implied["base_image"]},
         cache_dir=implied["cache_dir"],
         notify_block=NOTIFY_BLOCK,
     )

@@ -74,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
             raise DeliveryError(f"--build-arg {item!r}: expected NAME=VALUE")
         build_args[name] = value
     implied = connect(args) if args.sandbox else {}
-    if "base_image" in implied:
-        build_args.setdefault("BASE_IMAGE", implied["base_image"])
     # Prefect reads its settings at import, so it is imported only now.
     from flows.ci import PUBLIC_OSV, CiParameters, CiResult
 

@@ -39,8 +39,6 @@ def run_serve(args: argparse.Namespace) -> int:
     defaults: dict[str, object] = {"spec_path": args.spec_path}
     if implied:
         defaults |= {"advisory_url": implied["advisory_url"], "cache_dir": implied["cache_dir"]}
-        if "base_image" in implied:
-            defaults["build_args"] = {"BASE_IMAGE": implied["base_image"]}
     text = secret if isinstance(secret, str) else json.dumps(secret)
     settings = WebhookSettings(secret=text.encode(), ci_defaults=defaults)
     server = serve(settings, host=args.host, port=args.port)

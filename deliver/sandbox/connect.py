@@ -6,7 +6,6 @@ import os
 
 from deliver.sandbox.config import config_from_env
 from deliver.sandbox.prefect_server import ensure_prefect_auth
-from deliver.sandbox.state import SandboxState
 
 
 def use_sandbox() -> dict[str, str]:
@@ -16,8 +15,4 @@ def use_sandbox() -> dict[str, str]:
     config.prefect_home.mkdir(parents=True, exist_ok=True)
     ensure_prefect_auth(config)
     os.environ.update(config.prefect_env())
-    implied = {"advisory_url": config.advisory_url, "cache_dir": str(config.state_dir / "ci-cache")}
-    base_image = SandboxState.load(config.state_dir).fact("base_image")
-    if base_image:
-        implied["base_image"] = str(base_image)
-    return implied
+    return {"advisory_url": config.advisory_url, "cache_dir": str(config.state_dir / "ci-cache")}
