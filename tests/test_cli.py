@@ -47,6 +47,7 @@ def test_status_json_shows_every_component_healthy(sandbox_state):
     assert [s["name"] for s in statuses] == [
         "docker-engine",
         "base-image",
+        "stand-in-images",
         "registry",
         "ssh-staging",
         "ssh-production",
