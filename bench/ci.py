@@ -1,13 +1,17 @@
 """CI pipeline figures on the sample service, printed as JSON, measured side by side in one run.
 
-    .venv/bin/python -m bench.ci [--repeat N]
+    .venv/bin/python -m bench.ci [--repeat N] [--example stock-api|orders-api]
 
 - cold_wall_s: ci-pipeline from call to return on a commit nothing is cached for;
 - critical_path_s: the longest chain of that run's own task durations through the flow's graph;
-- sequential_baseline_s: a plain bash script running the same commands one after another;
+- sequential_baseline_s: what one GitHub Actions job would run for the same result, as a bash
+  script: the same checks one after another, bare on the runner in a venv made beforehand
+  (as a cached setup-python step would), then docker build, run and probe, export, push;
 - warm_wall_s: ci-pipeline again on the unchanged commit.
 Both the flow and the baseline start with the app's environment prepared (a priming run builds
 it), and each cold commit carries a fresh marker file so no check, image or scan is reusable.
+Each figure is printed as min / median / max over the rounds. orders-api needs its service
+containers, which the script has no equivalent of: it reports cold and warm only.
 The sandbox must be up (`deliver sandbox up`).
 """
 
@@ -20,6 +24,7 @@ import os
 import shlex
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -32,7 +37,7 @@ from deliver.planning.ci import expand_command
 from deliver.spec import load_spec
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-SAMPLE = PROJECT_DIR / "examples" / "stock-api"
+EXAMPLES = PROJECT_DIR / "examples"
 IMAGE = "bench-ci"
 # Not main: a green CI run on main starts a staging release where the CI-to-release triggers
 # are deployed, and that release would run on the workers beside the next measured run.
@@ -44,7 +49,9 @@ GRAPH: dict[str, list[str]] = {
     "read_spec": ["checkout"],
     "find-#1": ["read_spec"],
     "prepare_app_environment": ["read_spec"],
-    "check-": ["prepare_app_environment"],
+    "start_services": ["read_spec"],
+    "start_job_container": ["prepare_app_environment", "start_services"],
+    "check-": ["start_job_container"],
     "publish_checks": ["check-", "find-#1"],
     "find-#2": ["check-", "find-#1"],
     "build-": ["find-#2"],
@@ -77,11 +84,13 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def make_repo(root: Path) -> Path:
+def make_repo(root: Path, example: str) -> Path:
     repo = root / "repo"
-    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".*_cache"))
+    shutil.copytree(
+        EXAMPLES / example, repo, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".*_cache")
+    )
     spec = repo / "deliver.yaml"
-    spec.write_text(spec.read_text().replace("  name: stock-api\n", f"  name: {IMAGE}\n"))
+    spec.write_text(spec.read_text().replace(f"  name: {example}\n", f"  name: {IMAGE}\n"))
     git(repo, "init", "-q", "-b", BRANCH)
     return repo
 
@@ -89,7 +98,8 @@ def make_repo(root: Path) -> Path:
 def fresh_commit(repo: Path) -> str:
     """A commit whose marker changes every check's inputs (pyproject.toml too) and the context."""
     marker = uuid.uuid4()
-    (repo / "stock_api" / "_bench_marker.py").write_text(f'MARKER = "{marker}"\n')
+    package = next(p for p in repo.iterdir() if (p / "__init__.py").is_file())
+    (package / "_bench_marker.py").write_text(f'MARKER = "{marker}"\n')
     pyproject = repo / "pyproject.toml"
     lines = [line for line in pyproject.read_text().splitlines() if not line.startswith("# bench")]
     pyproject.write_text("\n".join([*lines, f"# bench {marker}"]) + "\n")
@@ -108,7 +118,6 @@ def run_flow(repo: Path, cache: Path) -> tuple[float, Any]:
         ref=BRANCH,
         spec_path="deliver.yaml",
         advisory_url=CONFIG.advisory_url,
-        build_args={"BASE_IMAGE": base_image()},
         cache_dir=str(cache),
     )
     time.sleep(SETTLE_S)
@@ -159,21 +168,44 @@ def critical_path(durations: dict[str, float]) -> float:
     return max(finish.values())
 
 
-def base_image() -> str:
-    state = json.loads((CONFIG.state_dir / "state.json").read_text())
-    return str(state["facts"]["base_image"])
+def trusted_environment(cache: Path) -> Path:
+    """The app environment the flow last built (its pinned runtime closure is read from it)."""
+    envs = sorted((cache / "envs" / "trusted").glob("*/.frozen"), key=lambda p: p.stat().st_mtime)
+    return envs[-1].parent
+
+
+def prime_baseline_env(repo: Path, cache: Path) -> Path:
+    """The script's own venv on the runner, with what the job image's environment has."""
+    from deliver.planning.environment import install_plan
+    from deliver.tasks.app_environment import dependency_files
+
+    spec = load_spec(repo / "deliver.yaml")
+    plan = install_plan(dependency_files(repo, spec.environment), spec.environment)
+    env_dir = cache / "bench-baseline-env"
+    shutil.rmtree(env_dir, ignore_errors=True)
+    uv = str(Path(sys.executable).parent / "uv")
+    steps = [
+        [uv, "venv", "--quiet", "--python", "python3", str(env_dir)],
+        [uv, "pip", "install", "--quiet", "--python", str(env_dir / "bin" / "python")]
+        + [arg for name in plan.requirement_files for arg in ("-r", str(repo / name))]
+        + ["--", *plan.requirements],
+    ]
+    for step in steps:
+        done = commands.run(step, cwd=repo, timeout_s=900)
+        if not done.ok:
+            raise SystemExit(f"the baseline's venv failed:\n{done.tail()}")
+    return env_dir
 
 
 def baseline_script(repo: Path, work: Path, cache: Path) -> str:
     """The same commands as the flow, in the order a sequential CI job runs them."""
     spec = load_spec(repo / "deliver.yaml")
-    envs = sorted((cache / "envs").glob("*/.ready"), key=lambda p: p.stat().st_mtime)
-    env_dir = envs[-1].parent
+    env_dir = cache / "bench-baseline-env"
     registry = CONFIG.registry_address
     creds = json.loads((CONFIG.state_dir / "state.json").read_text())["credentials"]["registry"]
     placeholders = {
         "advisory_url": CONFIG.advisory_url,
-        "requirements": str(env_dir / "runtime-requirements.txt"),
+        "requirements": str(trusted_environment(cache) / "runtime-requirements.txt"),
         "reports": str(work / "reports"),
     }
     checks = [shlex.join(expand_command(c.run, placeholders)) for c in spec.checks]
@@ -206,8 +238,7 @@ def baseline_script(repo: Path, work: Path, cache: Path) -> str:
             f"export PATH={env_dir}/bin:$PATH VIRTUAL_ENV={env_dir} PYTHONDONTWRITEBYTECODE=1",
             f"export MYPY_CACHE_DIR={cache}/mypy-baseline RUFF_CACHE_DIR={cache}/ruff",
             *checks,
-            f"docker build -q --build-arg BASE_IMAGE={base_image()} {label_flags} "
-            f"-t {ref}:{short} . >/dev/null",
+            f"docker build -q {label_flags} -t {ref}:{short} . >/dev/null",
             f"cid=$(docker run -d -p 127.0.0.1::{port} {ref}:{short})",
             f"hostport=$(docker port $cid {port} | head -1 | cut -d: -f2)",
             f"python3 -c {shlex.quote(health)} http://127.0.0.1:$hostport",
@@ -236,19 +267,31 @@ def run_baseline(repo: Path, cache: Path) -> float:
     return wall
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(values), 2),
+        "median": round(statistics.median(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="cold/baseline/warm rounds")
+    parser.add_argument("--example", default="stock-api", choices=["stock-api", "orders-api"])
     args = parser.parse_args()
     CONFIG.prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.update(CONFIG.prefect_env())
     rounds: dict[str, list[float]] = {"cold": [], "critical": [], "baseline": [], "warm": []}
     tasks: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ci-") as root:
-        repo = make_repo(Path(root))
+        repo = make_repo(Path(root), args.example)
         cache = CONFIG.state_dir / "ci-cache"
+        with_baseline = args.example == "stock-api"
         fresh_commit(repo)
         run_flow(repo, cache)  # priming: the app environment and the registry's base layers
+        if with_baseline:
+            prime_baseline_env(repo, cache)
         for _ in range(args.repeat):
             fresh_commit(repo)
             cold, state = run_flow(repo, cache)
@@ -258,20 +301,27 @@ def main() -> None:
             warm, warm_state = run_flow(repo, cache)
             rounds["warm"].append(warm)
             tasks["warm"] = task_durations(warm_state)
-            fresh_commit(repo)
-            rounds["baseline"].append(run_baseline(repo, cache))
+            if with_baseline:
+                fresh_commit(repo)
+                rounds["baseline"].append(run_baseline(repo, cache))
     cold, critical = statistics.median(rounds["cold"]), statistics.median(rounds["critical"])
-    baseline, warm = statistics.median(rounds["baseline"]), statistics.median(rounds["warm"])
+    warm = statistics.median(rounds["warm"])
+    figures: dict[str, Any] = {
+        "example": args.example,
+        "cold_wall_s": spread(rounds["cold"]),
+        "critical_path_s": spread(rounds["critical"]),
+        "warm_wall_s": spread(rounds["warm"]),
+        "cold_over_critical_path": round(cold / critical, 3),
+        "cold_over_warm": round(cold / warm, 1),
+    }
+    if with_baseline:
+        baseline = statistics.median(rounds["baseline"])
+        figures["sequential_baseline_s"] = spread(rounds["baseline"])
+        figures["cold_over_sequential_baseline"] = round(cold / baseline, 3)
     print(
         json.dumps(
             {
-                "cold_wall_s": round(cold, 2),
-                "critical_path_s": round(critical, 2),
-                "sequential_baseline_s": round(baseline, 2),
-                "warm_wall_s": round(warm, 2),
-                "cold_over_critical_path": round(cold / critical, 3),
-                "cold_over_sequential_baseline": round(cold / baseline, 3),
-                "cold_over_warm": round(cold / warm, 1),
+                **figures,
                 "targets": TARGETS,
                 "rounds": {k: [round(v, 2) for v in vs] for k, vs in rounds.items()},
                 "last_round_task_s": tasks,

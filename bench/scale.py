@@ -146,9 +146,9 @@ def task_overhead_s(tasks: int) -> float:
 
 def pipeline_parameters(root: Path, count: int) -> list[dict[str, Any]]:
     """`count` commits of the sample, each changing every check's inputs: one cold CI apiece."""
-    from bench.ci import base_image, fresh_commit, make_repo
+    from bench.ci import fresh_commit, make_repo
 
-    repo = make_repo(root)
+    repo = make_repo(root, "stock-api")
     shas = [fresh_commit(repo) for _ in range(count)]
     config = sandbox.config_from_env()
     return [
@@ -158,7 +158,6 @@ def pipeline_parameters(root: Path, count: int) -> list[dict[str, Any]]:
                 "ref": sha,
                 "spec_path": "deliver.yaml",
                 "advisory_url": config.advisory_url,
-                "build_args": {"BASE_IMAGE": base_image()},
                 "cache_dir": str(root / "ci-cache"),
             }
         }

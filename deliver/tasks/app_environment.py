@@ -168,7 +168,7 @@ def prepare_app_environment(
             logger.info("Reusing the app environment %s (inputs unchanged)", digest)
         else:
             logger.info("Building the app environment %s in %s with uv", digest, image)
-            _build(plan, app_dir, image_id, path, cache_dir / "uv" / trust, logger.info)
+            build_environment(plan, app_dir, image_id, path, cache_dir / "uv" / trust, logger.info)
     return _environment(image_id, path, digest)
 
 
@@ -182,7 +182,9 @@ def fresh_app_environment(
     plan = _planned(app_dir, spec)
     with docker_client() as client:
         image_id = _image_id(client, image, app_dir)
-    _build(plan, app_dir, image_id, path, path.parent / f"{path.name}-uv-cache", logger.info)
+    build_environment(
+        plan, app_dir, image_id, path, path.parent / f"{path.name}-uv-cache", logger.info
+    )
     return _environment(image_id, path, environment_digest(plan, image_id))
 
 
@@ -202,7 +204,7 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
-def _build(
+def build_environment(
     plan: InstallPlan,
     app_dir: Path,
     image_id: str,
