@@ -186,7 +186,8 @@ def prime_baseline_env(repo: Path, cache: Path) -> Path:
     uv = str(Path(sys.executable).parent / "uv")
     steps = [
         [uv, "venv", "--quiet", "--python", "python3", str(env_dir)],
-        [uv, "pip", "install", "--quiet", "--python", str(env_dir / "bin" / "python")]
+        [uv, "pip", "install", "--quiet", "--compile-bytecode"]
+        + ["--python", str(env_dir / "bin" / "python")]
         + [arg for name in plan.requirement_files for arg in ("-r", str(repo / name))]
         + ["--", *plan.requirements],
     ]

@@ -32,7 +32,7 @@ from deliver.tasks.app_environment import (
     dependency_files,
     job_image,
 )
-from deliver.tasks.docker_image import docker_client
+from deliver.tasks.engine import docker_client
 
 
 def with_pip(app_dir: Path, image: str, requirements: list[str], files: list[str]) -> float:

@@ -28,7 +28,7 @@ from deliver.tasks.app_environment import job_image, prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import build_image, context_digest, test_container
 from deliver.tasks.git import repo_name
-from deliver.tasks.job import Job, RunServices, run_services, start_job, stop_job
+from deliver.tasks.job import Job, RunContainers, run_containers
 from deliver.tasks.limits import build_limit_name, held
 from deliver.tasks.notify import notification_block, notify_failure
 from deliver.tasks.registry import (
@@ -209,7 +209,7 @@ def _image(
     app: PreparedApp,
     plan: BuildPlan,
     lookup: RegistryLookup,
-    services: RunServices,
+    containers: RunContainers,
 ) -> tuple[str, RegistryImage, ScanReport]:
     """Build (unless the registry holds this source tree), test the container, scan, then push
     or re-tag: (image id, the image in the registry, the scan report)."""
@@ -231,14 +231,13 @@ def _image(
         )
         image_id = existing.image_id
 
-    run_label = str(flow_run.get_id() or "local")
     health = test_container.submit(
         image_id,
         spec.container,
-        run_label,
+        containers.run_label,
         spec.service,
-        services.network.name if spec.services else None,
-        filled_env(spec.container.env, services.access),
+        bool(spec.services),
+        filled_env(spec.container.env, containers.access),
     )
     scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
     health.wait()
@@ -319,13 +318,13 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
         "advisory_url": parameters.advisory_url,
         "requirements": environment.runtime_requirements,
     }
-    with run_services(spec.services, str(flow_run.get_id() or "local")) as services:
-        job = start_job(
+    run_label = str(flow_run.get_id() or "local")
+    with run_containers(run_label, spec.services) as containers:
+        job = containers.plan_job(
             app.checkout.workdir,
             app.app_dir,
             environment,
-            services.network,
-            filled_env(spec.env, services.access),
+            filled_env(spec.env, containers.access),
             cache,
             workdir,
             untrusted=parameters.untrusted,
@@ -333,7 +332,7 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
         try:
             checks, checks_published = run_checks(spec, job, placeholders)
         finally:
-            stop_job(job)
+            containers.stop_job()
             first_lookup.wait()
 
         lookup = first_lookup.result()
@@ -343,9 +342,9 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
             limit = build_limit_name(spec.image.name)
             with held(limit, "one build and push of an image at a time"):
                 lookup = find_image(parameters.registry_block, spec.image.name, plan.source_tag)
-                image_id, pushed, report = _image(parameters, app, plan, lookup, services)
+                image_id, pushed, report = _image(parameters, app, plan, lookup, containers)
         else:
-            image_id, pushed, report = _image(parameters, app, plan, lookup, services)
+            image_id, pushed, report = _image(parameters, app, plan, lookup, containers)
     result = CiResult(
         service=spec.service,
         image=pushed.reference,

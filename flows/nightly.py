@@ -31,7 +31,7 @@ from deliver.spec import PathInRepository, RepositoryLocation
 from deliver.tasks.app_environment import fresh_app_environment, installed_versions, job_image
 from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.git import repo_name
-from deliver.tasks.job import run_services, start_job, stop_job
+from deliver.tasks.job import run_containers
 from deliver.tasks.notify import notification_block, notify_failure
 from flows.ci import DEFAULT_CACHE_DIR, PUBLIC_OSV
 from flows.prepared_app import PreparedApp, prepare_app
@@ -164,26 +164,22 @@ def _nightly(parameters: NightlyParameters, app: PreparedApp, workdir: Path) -> 
         "requirements": environment.runtime_requirements,
     }
     fresh = run_check.with_options(refresh_cache=True)  # the point is to run it again
-    with run_services(spec.services, str(flow_run.get_id() or "local")) as services:
-        job = start_job(
+    with run_containers(str(flow_run.get_id() or "local"), spec.services) as containers:
+        job = containers.plan_job(
             app.checkout.workdir,
             app_dir,
             environment,
-            services.network,
-            filled_env(spec.env, services.access),
+            filled_env(spec.env, containers.access),
             workdir / "cache",
             workdir,
             untrusted=False,
         )
-        try:
-            futures = {
-                check.name: fresh.submit(check, job, placeholders)
-                for check in spec.checks
-                if check.name in parameters.checks
-            }
-            results = {n: future.result(raise_on_failure=False) for n, future in futures.items()}
-        finally:
-            stop_job(job)
+        futures = {
+            check.name: fresh.submit(check, job, placeholders)
+            for check in spec.checks
+            if check.name in parameters.checks
+        }
+        results = {n: future.result(raise_on_failure=False) for n, future in futures.items()}
     passed = {n: r for n, r in results.items() if isinstance(r, CheckResult)}
     failures = {n: getattr(r, "tail", str(r)) for n, r in results.items() if n not in passed}
     benchmarks = (

@@ -252,6 +252,8 @@ def test_rerun_of_unchanged_commit_is_cached_and_not_rebuilt(green, ci, app_repo
     states = task_states(state)
     assert all(states[f"check-{c.name}"] == "Cached" for c in again.checks)
     assert not any(name.startswith(("build-", "push-")) for name in states)
+    # Every check a cache hit: no job container (nor network) was started for them.
+    assert not any(name.startswith("start_job_container") for name in states)
     cached = [name for name, value in states.items() if value == "Cached"]
     assert any(name.startswith("test_container") for name in cached)
     assert any(name.startswith("scan_image") for name in cached)

@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from deliver.errors import EnvironmentFailed, RepoNotFound, SpecError
-from deliver.planning.environment import InstallPlan, install_plan
+from deliver.planning.environment import InstallPlan, environment_digest, install_plan
 from deliver.planning.inputs import relative_path_problem, repository_problem, requirement_problem
 from deliver.planning.webhook import judge
 from deliver.spec import EnvironmentSpec, parse_spec
@@ -192,3 +192,14 @@ def test_requirement_files_may_include_others_of_the_app_and_pin_hashes(tmp_path
     assert plan.requirement_files == ("requirements-dev.txt", "requirements.txt")
     assert plan.runtime == ("fastapi==0.115.0", "redis>=5")
     assert "ruff" in plan.requirements
+
+
+def test_the_environment_digest_follows_dependencies_not_tool_settings():
+    spec = EnvironmentSpec(tools=["ruff"])
+    base = '[project]\nname = "app"\nversion = "1"\ndependencies = ["httpx"]\n'
+    digest = environment_digest(install_plan({"pyproject.toml": base}, spec), "image-1")
+    tooled = base + "\n[tool.ruff]\nline-length = 99\n# a comment\n"
+    assert environment_digest(install_plan({"pyproject.toml": tooled}, spec), "image-1") == digest
+    changed = base.replace('["httpx"]', '["httpx", "redis"]')
+    assert environment_digest(install_plan({"pyproject.toml": changed}, spec), "image-1") != digest
+    assert environment_digest(install_plan({"pyproject.toml": base}, spec), "image-2") != digest

@@ -22,7 +22,7 @@ from prefect import State
 
 from deliver.errors import ChecksFailed
 from deliver.sandbox.state import STATE_FILE
-from deliver.tasks.docker_image import CI_LABEL
+from deliver.tasks.engine import CI_LABEL
 from flows.ci import CiParameters, CiResult, ci_pipeline
 from tests.conftest import PROJECT_DIR
 from tests.test_ci_pipeline import git

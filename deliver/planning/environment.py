@@ -24,6 +24,8 @@ UV_LOCK = "uv.lock"
 DEFAULT_REQUIREMENTS = "requirements*.txt"
 RUNTIME_REQUIREMENTS = "requirements.txt"  # the app's own; requirements-*.txt are its tooling
 LOCKED = "locked-requirements.txt"  # uv.lock exported, inside the environment
+# How environments are built (uv, bytecode compiled): a change here must not reuse old ones.
+BUILD_RECIPE = "uv-venv-compiled-1"
 NESTING_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -85,7 +87,9 @@ class InstallPlan:
     runtime: tuple[str, ...]  # what the app needs at run time: its audit's roots
     extras: tuple[str, ...]  # the spec's extras the pyproject defines
     groups: tuple[str, ...]  # the spec's dependency groups the pyproject defines
-    sources: Mapping[str, str]  # every file read, name -> text: the digest's material
+    # What the environment depends on, name -> text: every file read, but of pyproject.toml
+    # only its dependency tables (a tool's settings changing rebuilds nothing).
+    sources: Mapping[str, str]
 
 
 def _pyproject_requirements(
@@ -103,6 +107,20 @@ def _pyproject_requirements(
         for group in spec.groups:
             extra.extend(r for r in groups.get(group, []) if isinstance(r, str))
     return runtime, extra
+
+
+def _dependency_tables(pyproject: Mapping[str, object]) -> dict[str, str]:
+    if not pyproject:
+        return {}
+    project = pyproject.get("project", {})
+    tables = {
+        "dependencies": project.get("dependencies") if isinstance(project, dict) else None,
+        "optional-dependencies": (
+            project.get("optional-dependencies") if isinstance(project, dict) else None
+        ),
+        "dependency-groups": pyproject.get("dependency-groups"),
+    }
+    return {PYPROJECT: json.dumps(tables, sort_keys=True)}
 
 
 def install_plan(files: Mapping[str, str], spec: EnvironmentSpec) -> InstallPlan:
@@ -138,7 +156,7 @@ def install_plan(files: Mapping[str, str], spec: EnvironmentSpec) -> InstallPlan
         runtime=tuple(runtime),
         extras=tuple(e for e in spec.extras if isinstance(optional, dict) and e in optional),
         groups=tuple(g for g in spec.groups if isinstance(groups, dict) and g in groups),
-        sources=dict(files),
+        sources={**files, **_dependency_tables(pyproject)},
     )
 
 
@@ -153,6 +171,7 @@ def environment_digest(plan: InstallPlan, image_id: str) -> str:
     """Of everything the environment is built from: a cached one is reused while it matches."""
     material = json.dumps(
         {
+            "recipe": BUILD_RECIPE,
             "image": image_id,
             "files": sorted(plan.sources.items()),
             "lock": plan.lock,

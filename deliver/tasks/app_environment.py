@@ -38,7 +38,7 @@ from deliver.planning.environment import (
     requirement_file_names,
 )
 from deliver.spec import EnvironmentSpec, PipelineSpec
-from deliver.tasks.docker_image import docker_client
+from deliver.tasks.engine import docker_client
 
 ENV_MOUNT = "/deliver/env"
 APP_MOUNT = "/deliver/app"
@@ -235,6 +235,8 @@ def build_environment(
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_LINK_MODE": "copy",
         "UV_NO_PROGRESS": "1",
+        # Checks import the tools from a read-only mount: compiled now, or on every run.
+        "UV_COMPILE_BYTECODE": "1",
     }
     if MACHINE_CA_BUNDLE.is_file():  # this machine's trust store (a proxy's CA, say)
         volumes[str(MACHINE_CA_BUNDLE)] = {"bind": CA_MOUNT, "mode": "ro"}

@@ -22,7 +22,7 @@ from deliver.planning.ci import (
 )
 from deliver.spec import CheckSpec
 from deliver.tasks.app_environment import CONTAINER_TMP
-from deliver.tasks.job import REPORTS, Job, docker_cli_env
+from deliver.tasks.job import REPORTS, Job, containers_of, docker_cli_env
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +72,7 @@ def run_check(check: CheckSpec, job: Job, placeholders: dict[str, str]) -> Check
     """Run one check in the job container, streaming its output to the run log; raises
     CheckFailed when it fails."""
     logger = get_run_logger()
+    containers_of(job.run_label).ensure_job()  # the first check that is not a cache hit starts it
     reports = job.reports_dir / check.name
     shutil.rmtree(reports, ignore_errors=True)
     reports.mkdir(parents=True)

@@ -10,7 +10,7 @@ import re
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,10 +24,11 @@ from deliver import redaction
 from deliver.errors import BuildFailed, ContainerUnhealthy
 from deliver.planning.dockerfile import LABELS_DOCKERFILE, ignore_with, with_labels
 from deliver.spec import ContainerSpec
+from deliver.tasks.engine import CI_LABEL, docker_client
 from deliver.tasks.http import wait_for_health
+from deliver.tasks.job import containers_of
 from deliver.tasks.progress import Progress, progress_key
 
-CI_LABEL = "dev.deliver.ci"
 BUILD_STEP = re.compile(r"^Step (\d+)/(\d+) :")
 
 
@@ -106,15 +107,6 @@ class WholeLines:
     def finish(self) -> list[str]:
         rest, self._partial = self._partial + self._redacted.finish(), ""
         return [line for line in rest.splitlines() if line.strip()]
-
-
-@contextlib.contextmanager
-def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=300)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @task(name="build_image", task_run_name="build-{repository}")
@@ -208,12 +200,13 @@ def test_container(
     container: ContainerSpec,
     run_label: str,
     service: str,
-    network: str | None,
+    with_services: bool,
     env: Mapping[str, str],
 ) -> ContainerTest:
-    """Start the image (on the run's `network` with its services, when it has some), probe
-    its health endpoint, keep its logs on failure, always remove it."""
+    """Start the image (on the run's network with its services `with_services`), probe its
+    health endpoint, keep its logs on failure, always remove it."""
     logger = get_run_logger()
+    network = containers_of(run_label).ensure_services().name if with_services else None
     # A host port of None asks the engine for a free one; the stubs don't know that form.
     ports: dict[str, Any] = {f"{container.port}/tcp": ("127.0.0.1", None)}
     with docker_client() as client:

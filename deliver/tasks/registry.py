@@ -20,7 +20,7 @@ from deliver.planning.registry import (
     registry_host,
 )
 from deliver.redaction import redact
-from deliver.tasks.docker_image import docker_client
+from deliver.tasks.engine import docker_client
 from deliver.tasks.loading import http_client, load_block
 from deliver.tasks.progress import Progress, progress_key
 

@@ -30,7 +30,7 @@ from deliver.planning.ci import (
 )
 from deliver.planning.osv import cyclonedx_sbom, parse_dpkg_status, parse_python_metadata
 from deliver.spec import ScanPolicy
-from deliver.tasks.docker_image import docker_client
+from deliver.tasks.engine import docker_client
 from deliver.tasks.loading import http_client
 
 
