@@ -34,7 +34,12 @@ def start_ci(settings: WebhookSettings, run: Run) -> str:
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    parameters = {**settings.ci_defaults, "repo": run.repo, "ref": run.ref}
+    parameters = {
+        **settings.ci_defaults,
+        "repo": run.repo,
+        "ref": run.ref,
+        "untrusted": run.untrusted,
+    }
     created = run_deployment(
         settings.deployment,
         parameters={"parameters": parameters},

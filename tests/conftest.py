@@ -43,6 +43,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The linters run beside the suite from the start, when it includes them."""
+    if any(item.get_closest_marker("lint") for item in session.items):
+        from tests.test_code_quality import start_linters
+
+        start_linters()
+
+
 @pytest.fixture(scope="session")
 def sandbox_config() -> SandboxConfig:
     return CONFIG

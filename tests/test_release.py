@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
@@ -135,6 +141,95 @@ def version_at(url: str) -> str | None:
         return str(httpx.get(f"{url}/health", timeout=2).json().get("version"))
     except (httpx.HTTPError, ValueError):
         return None
+
+
+DRILL = "drill"  # an environment of one host with its own nginx: fleet-3, idle in this module
+DRILL_HOST = "fleet-3"
+
+
+def drill_front(sandbox_config: Any) -> str:
+    return f"http://127.0.0.1:{sandbox_config.fleet[DRILL_HOST].front}"
+
+
+def _release_process(
+    image: str, version: str, requested_by: str, log: Path
+) -> subprocess.Popen[bytes]:
+    parameters = ReleaseParameters(
+        image=image, environment=DRILL, version=version, git_sha=SHA, requested_by=requested_by
+    )
+    script = (
+        "import sys; from flows.release import ReleaseParameters, release; "
+        "release(ReleaseParameters.model_validate_json(sys.argv[1]))"
+    )
+    argv = [sys.executable, "-c", script, parameters.model_dump_json()]
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _switched(requested_by: str) -> bool:
+    """Whether the drill release requested by `requested_by` has completed its switch."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read() -> bool:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(limit=20, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
+            mine = [
+                r.id
+                for r in runs
+                if r.parameters.get("parameters", {}).get("requested_by") == requested_by
+            ]
+            if not mine:
+                return False
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=mine)),
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="switch-to-%")),
+            )
+            return any(t.state_name == "Completed" for t in tasks)
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kill_drill(images, sandbox_config, docker_engine, tmp_path_factory):
+    """Before this module's first test: a release to `drill` killed (-9) right after its
+    switch, and the next release started at once. It waits out the killed release's lease
+    (Prefect's minimum, 60 s) while the other tests run; the kill test at the end checks it."""
+    from tests.test_fleet import reset_fleet
+
+    reset_fleet(docker_engine, sandbox_config)
+    fleet = cast(DeployTarget, DeployTarget.load("production-fleet"))
+    fields = fleet.model_dump()
+    (host,) = [h for h in fields["hosts"] if h["name"] == DRILL_HOST]
+    host["state_dir"] = str(sandbox_config.state_dir / "hosts" / DRILL)
+    DeployTarget(**{**fields, "environment": DRILL, "hosts": [host], "staging_target": None}).save(
+        DRILL, overwrite=True
+    )
+    log = tmp_path_factory.mktemp("drill") / "releases.log"
+    killed_by = f"drill-{uuid.uuid4().hex[:8]}"
+    killed = _release_process(images["v2"], "1.0.2", killed_by, log)
+    deadline = time.monotonic() + 120
+    while not _switched(killed_by):
+        assert time.monotonic() < deadline, f"the drill never switched:\n{log.read_text()}"
+        assert killed.poll() is None, f"the drill ended before its switch:\n{log.read_text()}"
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    follower = _release_process(images["v1"], "1.0.1", "drill-follower", log)
+    yield follower, log
+    if follower.poll() is None:
+        follower.kill()
+    reset_fleet(docker_engine, sandbox_config)
+    for container in docker_engine.containers.list(
+        all=True, filters={"label": f"dev.deliver.environment={DRILL}"}
+    ):
+        container.remove(force=True)
 
 
 def test_staging_release_then_next_release_moves_slots(images, sandbox_config, docker_engine):
@@ -523,63 +618,25 @@ def test_rollback_to_previous_and_named_versions(images, sandbox_config):
     assert {k["version"] for k in production["kept"]} >= {"1.0.1", "1.0.2"}
 
 
-def test_kill_9_after_the_switch_converges(images, sandbox_config, docker_engine):
-    """A release killed (-9) right after its switch: the next release converges to one live slot."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from prefect import get_client
-
-    state, _ = run_release(images["v2"], "staging", "1.0.2")
-    assert state.is_completed()
-    parameters = ReleaseParameters(
-        image=images["v2"],
-        environment="production",
-        version="1.0.2",
-        git_sha=SHA,
-        requested_by="tester",
-    )
-    script = (
-        "import sys; from flows.release import ReleaseParameters, release; "
-        "release(ReleaseParameters.model_validate_json(sys.argv[1]))"
-    )
-    argv = [sys.executable, "-c", script, parameters.model_dump_json()]
-    quiet = subprocess.DEVNULL
-    child = subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=quiet, stderr=quiet)
-    run_id = waiting_run("1.0.2")
-    decide(run_id, decision="approve", approver="demo-approver", reason="kill drill", code="")
-
-    async def switched() -> bool:
-        async with get_client() as client:
-            runs = await client.read_task_runs()
-            return any(
-                r.name.startswith("switch-to-")
-                and r.flow_run_id is not None
-                and str(r.flow_run_id) == run_id
-                and r.state_name == "Completed"
-                for r in runs
-            )
-
-    import asyncio
-
-    deadline = time.monotonic() + 120
-    while not asyncio.run(switched()):
-        assert time.monotonic() < deadline, "the release never switched"
-        assert child.poll() is None, "the release ended before its switch"
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-
-    state, result = ship(images["v1"], "1.0.1")
-    assert state.is_completed(), result
+def test_kill_9_after_the_switch_converges(kill_drill, sandbox_config, docker_engine):
+    """A release killed (-9) right after its switch: the next release, started at once, waits
+    out the killed one's lease on the environment, then converges to one live slot."""
+    follower, log = kill_drill
+    try:
+        code = follower.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        raise AssertionError(
+            f"the next release never finished:\n{log.read_text()[-2000:]}"
+        ) from None
+    assert code == 0, log.read_text()[-2000:]
     running = docker_engine.containers.list(
-        filters={"label": ["dev.deliver.app=stock-api", "dev.deliver.environment=production"]}
+        filters={"label": ["dev.deliver.app=stock-api", f"dev.deliver.environment={DRILL}"]}
     )
-    assert [c.labels["dev.deliver.slot"] for c in running] == [result.slot]
-    assert version_at(sandbox_config.production_front_url) == "1.0.1"
-    assert host_state(sandbox_config, "production")["live"]["slot"] == result.slot
+    live = host_state(sandbox_config, DRILL)["live"]
+    assert [c.labels["dev.deliver.slot"] for c in running] == [live["slot"]]
+    assert live["version"] == "1.0.1"
+    assert version_at(drill_front(sandbox_config)) == "1.0.1"
 
 
 def test_production_needs_the_digest_live_on_staging(images, sandbox_config):

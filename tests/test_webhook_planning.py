@@ -61,6 +61,7 @@ def test_push_of_a_v_tag_starts_ci_then_production():
     verdict = judge(headers(body), body, secret=SECRET)
     assert verdict.run is not None
     assert verdict.run.kind == "ci-then-production"
+    assert not verdict.run.untrusted
     assert verdict.run.ref == "v1.4.2"
 
 
@@ -70,6 +71,7 @@ def test_pull_request_runs_ci_on_its_head_without_deploying(action):
     verdict = judge(headers(body, "pull_request"), body, secret=SECRET)
     assert verdict.run is not None
     assert (verdict.run.kind, verdict.run.ref) == ("ci-only", SHA)
+    assert verdict.run.untrusted  # its CI never writes a cache a trusted run reads
 
 
 @pytest.mark.parametrize(

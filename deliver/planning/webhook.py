@@ -33,6 +33,7 @@ class Run:
     ref: str
     sha: str
     delivery: str
+    untrusted: bool = False  # a pull request's code: CI keeps its caches apart
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,5 +129,5 @@ def _pull_request(payload: Mapping[str, Any], delivery: str) -> Verdict:
     assert sha is not None  # noqa: S101 (checked by _is_sha)
     if action not in PULL_REQUEST_ACTIONS:
         return Verdict(status=202, reason=f"pull_request {action!r} ignored")
-    run = Run(kind="ci-only", repo=repo, ref=sha, sha=sha, delivery=delivery)
+    run = Run(kind="ci-only", repo=repo, ref=sha, sha=sha, delivery=delivery, untrusted=True)
     return Verdict(status=201, reason=f"CI of pull request head {sha[:7]}, no deploy", run=run)
