@@ -12,6 +12,8 @@ import base64
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -231,3 +233,39 @@ def test_a_hostile_pull_request_finds_nothing_reaches_nothing_changes_nothing(
     state, again = run_ci(main)
     assert state.is_completed(), again
     assert {c.status for c in again.checks} == {"cached"}
+
+
+def test_a_uv_lock_is_installed_frozen_with_the_spec_extras_and_groups(docker_engine, tmp_path):
+    """An app with a uv.lock gets exactly the locked versions, its extras and groups too."""
+    from deliver.planning.environment import install_plan
+    from deliver.spec import EnvironmentSpec
+    from deliver.tasks.app_environment import (
+        build_environment,
+        dependency_files,
+        environment_at,
+        installed_versions,
+    )
+
+    app = tmp_path / "locked"
+    app.mkdir()
+    (app / "pyproject.toml").write_text(
+        '[project]\nname = "locked"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["six==1.16.0"]\n\n[project.optional-dependencies]\ntest = ["iniconfig"]\n'
+        '\n[dependency-groups]\nlint = ["ruff"]\n'
+    )
+    locked = subprocess.run(
+        [str(Path(sys.executable).parent / "uv"), "lock", "--quiet"],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert locked.returncode == 0, locked.stderr
+    spec = EnvironmentSpec(extras=["test", "absent"], groups=["lint"], tools=[])
+    plan = install_plan(dependency_files(app, spec), spec)
+    assert (plan.lock, plan.extras, plan.groups) == (True, ("test",), ("lint",))
+    image = docker_engine.images.get("python:3.12-slim").id
+    build_environment(plan, app, image, tmp_path / "env", tmp_path / "uv", lambda _line: None)
+    versions = installed_versions(environment_at(image, tmp_path / "env", "digest"))
+    assert versions["six"] == "1.16.0"
+    assert {"iniconfig", "ruff"} <= set(versions)

@@ -169,7 +169,7 @@ def prepare_app_environment(
         else:
             logger.info("Building the app environment %s in %s with uv", digest, image)
             build_environment(plan, app_dir, image_id, path, cache_dir / "uv" / trust, logger.info)
-    return _environment(image_id, path, digest)
+    return environment_at(image_id, path, digest)
 
 
 @task(name="fresh_app_environment")
@@ -185,10 +185,10 @@ def fresh_app_environment(
     build_environment(
         plan, app_dir, image_id, path, path.parent / f"{path.name}-uv-cache", logger.info
     )
-    return _environment(image_id, path, environment_digest(plan, image_id))
+    return environment_at(image_id, path, environment_digest(plan, image_id))
 
 
-def _environment(image_id: str, path: Path, digest: str) -> AppEnvironment:
+def environment_at(image_id: str, path: Path, digest: str) -> AppEnvironment:
     frozen = (path / FROZEN).read_text()
     return AppEnvironment(
         image=image_id,
