@@ -269,3 +269,21 @@ def test_a_uv_lock_is_installed_frozen_with_the_spec_extras_and_groups(docker_en
     versions = installed_versions(environment_at(image, tmp_path / "env", "digest"))
     assert versions["six"] == "1.16.0"
     assert {"iniconfig", "ruff"} <= set(versions)
+
+
+def test_a_service_that_never_gets_healthy_fails_the_run_naming_it(
+    run_ci, tmp_path_factory, docker_engine
+):
+    """Every check reports the same failure (the service, its image, its logs); nothing of the
+    run is left in Docker."""
+    spec = (ORDERS / "deliver.yaml").read_text()
+    spec = spec.replace("health: [redis-cli, ping]", 'health: ["false"]\n    health_timeout_s: 2')
+    spec = spec.replace("  name: orders-api\n", "  name: job-test-unhealthy\n")
+    changes = {"deliver.yaml": spec, "orders_api/_run.py": f'RUN = "{uuid.uuid4()}"\n'}
+    repo = repo_from(ORDERS, tmp_path_factory.mktemp("unhealthy"), changes)  # checks must run
+    state, error = run_ci(repo)
+    assert state.is_failed()
+    assert isinstance(error, ChecksFailed), error
+    assert "Service 'redis' (redis:7) was not healthy" in str(error)
+    assert "already in use" not in str(error)
+    assert leftovers(docker_engine, state) == []

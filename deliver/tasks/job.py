@@ -98,13 +98,22 @@ class RunContainers:
         self._job_spec: dict[str, Any] | None = None
         self._job_started = False
         self._removing: threading.Thread | None = None
+        self._failure: Exception | None = None
 
     def ensure_services(self) -> RunNetwork:
+        """The network with the services healthy; a failure to start them is raised again to
+        every later caller (each check), never retried into name conflicts."""
         with self._lock:
-            self._ensure_network()
-            if self.services and not self._services_started:
-                start_services(self.services, self.network, self.access)
-                self._services_started = True
+            if self._failure is not None:
+                raise self._failure
+            try:
+                self._ensure_network()
+                if self.services and not self._services_started:
+                    start_services(self.services, self.network, self.access)
+                    self._services_started = True
+            except Exception as exc:
+                self._failure = exc
+                raise
         return self.network
 
     def _ensure_network(self) -> None:
@@ -164,7 +173,7 @@ class RunContainers:
         with self._lock:
             if self._removing is not None:
                 self._removing.join()
-            if self._network_made or self._job_started:
+            if self._network_made or self._job_started or self._failure is not None:
                 with docker_client() as client:
                     _remove_labelled(client, self.run_label)
 
