@@ -48,7 +48,8 @@ CA_MOUNT = "/deliver/ca-certificates.crt"
 MACHINE_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 FROZEN = ".frozen"
 RUNTIME = "runtime-requirements.txt"
-NOBODY = "65534:65534"
+NOBODY_ID = 65534
+NOBODY = f"{NOBODY_ID}:{NOBODY_ID}"
 CONTAINER_TMP = "/tmp"  # noqa: S108 - the container's own, never the worker's
 BUILD_TIMEOUT_S = 900
 
@@ -198,9 +199,13 @@ def environment_at(image_id: str, path: Path, digest: str) -> AppEnvironment:
     )
 
 
-def _writable_dir(path: Path) -> Path:
+def writable_by_container(path: Path) -> Path:
+    """`path`, made if missing, writable by the containers' user and nobody else (a root
+    worker hands it to nobody, rather than opening it to every local user)."""
     path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777 if os.getuid() == 0 else 0o700)
+    if os.getuid() == 0:
+        os.chown(path, NOBODY_ID, NOBODY_ID)
+    path.chmod(0o700)
     return path
 
 
@@ -214,8 +219,10 @@ def build_environment(
 ) -> None:
     """Install into a new folder beside `path`, then move it into place: a failed or killed
     build leaves nothing a later run would take for an environment."""
-    building = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_writable_dir(path.parent)))
-    _writable_dir(building)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    building = writable_by_container(
+        Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    )
     script = install_script(plan, uv=UV_MOUNT, env=ENV_MOUNT, app=APP_MOUNT)
     python = f"{ENV_MOUNT}/bin/python"
     script += f"\n{UV_MOUNT} pip freeze --python {python} > {ENV_MOUNT}/{FROZEN}"
@@ -226,7 +233,7 @@ def build_environment(
     volumes = {
         str(app_dir.resolve()): {"bind": APP_MOUNT, "mode": "ro"},
         str(building): {"bind": ENV_MOUNT, "mode": "rw"},
-        str(_writable_dir(uv_cache)): {"bind": UV_CACHE_MOUNT, "mode": "rw"},
+        str(writable_by_container(uv_cache)): {"bind": UV_CACHE_MOUNT, "mode": "rw"},
         str(Path(uv.find_uv_bin()).resolve()): {"bind": UV_MOUNT, "mode": "ro"},
     }
     env = {

@@ -21,7 +21,7 @@ from deliver.planning.ci import (
     parse_junit,
 )
 from deliver.spec import CheckSpec
-from deliver.tasks.app_environment import CONTAINER_TMP
+from deliver.tasks.app_environment import CONTAINER_TMP, writable_by_container
 from deliver.tasks.job import REPORTS, Job, containers_of, docker_cli_env
 
 
@@ -75,8 +75,7 @@ def run_check(check: CheckSpec, job: Job, placeholders: dict[str, str]) -> Check
     containers_of(job.run_label).ensure_job()  # the first check that is not a cache hit starts it
     reports = job.reports_dir / check.name
     shutil.rmtree(reports, ignore_errors=True)
-    reports.mkdir(parents=True)
-    reports.chmod(0o777)
+    writable_by_container(reports)
     argv = expand_command(check.run, {**placeholders, "reports": f"{REPORTS}/{check.name}"})
     exec_in_job = ["docker", "exec", "--user", job.user, "--workdir", job.workdir]
     exec_in_job += ["--env", f"COVERAGE_FILE={CONTAINER_TMP}/.coverage-{check.name}"]

@@ -31,6 +31,7 @@ from deliver.tasks.app_environment import (
     ENV_MOUNT,
     AppEnvironment,
     container_user,
+    writable_by_container,
 )
 from deliver.tasks.engine import CI_LABEL, docker_client
 
@@ -292,12 +293,10 @@ def start_job(
     tool_cache: Path,
 ) -> None:
     """The job container, idle until checks are run in it with `docker exec`."""
-    job.reports_dir.mkdir(parents=True, exist_ok=True)
-    job.reports_dir.chmod(0o777)
+    writable_by_container(job.reports_dir)
     if job.untrusted:  # nothing a pull request's checks leave behind is read by the next run
         shutil.rmtree(tool_cache, ignore_errors=True)
-    tool_cache.mkdir(parents=True, exist_ok=True)
-    tool_cache.chmod(0o777)
+    writable_by_container(tool_cache)
     environment = job.environment
     container_env = {
         **env,
