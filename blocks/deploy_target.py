@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from deliver.planning.release import ENVIRONMENT_NAME
+from deliver.planning.runtime import ENV_NAME, environment_network, secret_reference_problem
 from deliver.spec import SmokeCheck
 
 SlotPorts = dict[Literal["blue", "green"], int]
 # Fields a fleet names per host; a single-host target sets them at the top level.
 PER_HOST = ("host", "slot_ports", "state_dir", "nginx_upstream_file")
+KEBAB = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
 
 class FleetHost(BaseModel):
@@ -34,6 +37,92 @@ class FleetHost(BaseModel):
         default=None, description="The host's nginx with its arguments; default: the target's."
     )
     front_url: str = Field(description="URL of the host's own nginx, checked after its switch.")
+
+
+EnvValues = dict[str, str]
+# NAME -> a Prefect Secret block's name, or `block.field` for a field of a JSON secret.
+SecretReferences = dict[str, str]
+
+
+def _env_names(env: dict[str, str]) -> dict[str, str]:
+    for name in env:
+        if not ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name")
+    return env
+
+
+def _secret_references(secrets: dict[str, str]) -> dict[str, str]:
+    for reference in _env_names(secrets).values():
+        if problem := secret_reference_problem(reference):
+            raise ValueError(problem)
+    return secrets
+
+
+class ServicePlacement(BaseModel):
+    """Where one more service lives on the target's host: its own slots, state and front."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slot_ports: SlotPorts = Field(description="Host port of each of its slots, on loopback.")
+    state_dir: str | None = Field(
+        default=None, description="Its release state and history; default <state_dir>/<name>."
+    )
+    nginx_upstream_file: str | None = Field(
+        default=None, description="Its nginx upstream file, for blue-green behind nginx."
+    )
+    front_url: str | None = Field(default=None, description="URL of its nginx.")
+    nginx_command: list[str] | None = Field(
+        default=None, description="Its nginx with its arguments; default: the target's."
+    )
+    env: EnvValues = Field(default_factory=dict, description="Values over the target's env.")
+    secrets: SecretReferences = Field(
+        default_factory=dict, description="Secret references over the target's secrets."
+    )
+
+    _names = field_validator("env")(lambda cls, v: _env_names(v))
+    _refs = field_validator("secrets")(lambda cls, v: _secret_references(v))
+
+
+class Accessory(BaseModel):
+    """A container the environment's services use (a database, a cache): booted when absent,
+    never replaced or restarted by a release; its data lives in a named volume."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, description="Image, like postgres:15.")
+    env: EnvValues = Field(default_factory=dict, description="Plain env values.")
+    secrets: SecretReferences = Field(default_factory=dict, description="Secret env values.")
+    data_path: str | None = Field(
+        default=None,
+        pattern=r"^/",
+        description="Where its data lives inside; a named volume is mounted there.",
+    )
+    publish: int | None = Field(
+        default=None, ge=1, le=65535, description="A host loopback port to publish it on."
+    )
+    container_port: int | None = Field(
+        default=None, ge=1, le=65535, description="The container port `publish` maps to."
+    )
+    health: list[str] = Field(
+        default_factory=list, description="A command run inside it until it exits 0."
+    )
+    health_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    used_by: list[str] = Field(
+        default_factory=list,
+        description="The services whose releases boot it when absent; default every service.",
+    )
+
+    _names = field_validator("env")(lambda cls, v: _env_names(v))
+    _refs = field_validator("secrets")(lambda cls, v: _secret_references(v))
+
+    def used_by_service(self, service: str) -> bool:
+        return not self.used_by or service in self.used_by
+
+    @model_validator(mode="after")
+    def _publish_needs_port(self) -> Accessory:
+        if (self.publish is None) != (self.container_port is None):
+            raise ValueError("publish and container_port go together")
+        return self
 
 
 class DeployTarget(Block):
@@ -97,9 +186,50 @@ class DeployTarget(Block):
     max_unavailable: int = Field(
         default=1, ge=1, description="A fleet's hosts switched at once (one batch)."
     )
+    env: EnvValues = Field(default_factory=dict, description="Env values of every service here.")
+    secrets: SecretReferences = Field(
+        default_factory=dict,
+        description="Secret env values: NAME to a Secret block, or block.field of a JSON one.",
+    )
+    services: dict[str, ServicePlacement] = Field(
+        default_factory=dict,
+        description="More services on this host, beside app_name: their slots and overrides.",
+    )
+    accessories: dict[str, Accessory] = Field(
+        default_factory=dict,
+        description="Containers the services use, on the (first) host, reachable by name on "
+        "the environment's network.",
+    )
+    network: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$",
+        description="Docker network of the slots, migrations and accessories; default "
+        "deliver-<environment> when there are accessories.",
+    )
+
+    _env_names = field_validator("env")(lambda cls, v: _env_names(v))
+    _secret_refs = field_validator("secrets")(lambda cls, v: _secret_references(v))
+
+    @field_validator("services", "accessories")
+    @classmethod
+    def _kebab_names(cls, value: dict[str, object]) -> dict[str, object]:
+        for name in value:
+            if not KEBAB.match(name):
+                raise ValueError(f"{name!r}: name it in lowercase kebab-case")
+        return value
+
+    @property
+    def network_name(self) -> str | None:
+        if self.network is None and self.accessories:
+            return environment_network(self.environment)
+        return self.network
 
     @model_validator(mode="after")
     def _one_host_or_a_fleet(self) -> DeployTarget:
+        if self.hosts and self.services:
+            raise ValueError(
+                "services: placements are for a single-host target; a fleet serves its app_name"
+            )
         if self.hosts:
             given = [name for name in PER_HOST if getattr(self, name) is not None]
             if given:

@@ -250,3 +250,40 @@ class NothingToRollBackTo(ReleaseError):
     def __init__(self, *, environment: str, detail: str) -> None:
         self.environment = environment
         super().__init__(f"{environment}: {detail}")
+
+
+class EnvMissing(ReleaseError):
+    """A name the service requires has no value in the environment; no host was touched."""
+
+    def __init__(self, *, detail: str, names: Sequence[str]) -> None:
+        self.names = list(names)
+        super().__init__(detail)
+
+
+class SecretNotFound(ReleaseError):
+    def __init__(self, *, name: str, reference: str, detail: str) -> None:
+        self.name, self.reference = name, reference
+        super().__init__(
+            f"{name}: the secret {reference!r} could not be read ({detail}); create the Secret "
+            "block (Blocks > Secret in the UI), or fix the reference. No host was touched."
+        )
+
+
+class MigrationFailed(ReleaseError):
+    def __init__(self, *, where: str, command: str, exit_code: int, tail: str) -> None:
+        self.where, self.exit_code, self.tail = where, exit_code, tail
+        super().__init__(
+            f"The migration {command!r} exited {exit_code} on {where}; nothing was switched and "
+            f"the live version keeps serving. Fix the migration and release again.\n"
+            f"Last output lines:\n{tail or '(no output)'}"
+        )
+
+
+class AccessoryDown(ReleaseError):
+    def __init__(self, *, accessory: str, where: str, detail: str, environment: str) -> None:
+        self.accessory = accessory
+        super().__init__(
+            f"The accessory {accessory!r} on {where} is down ({detail}); a release never "
+            f"restarts one. Look at `deliver accessory logs --env {environment} {accessory}`, "
+            f"then `deliver accessory boot --env {environment} {accessory}`."
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from deliver.commands import CommandResult
 from deliver.planning.release import HostState, RunningSlot, Slot
 from deliver.planning.target import HostView
 
@@ -53,6 +54,16 @@ class DeployHost(Protocol):
 
     def prune(self, images: Sequence[str]) -> list[str]:
         """Remove images; returns those left: still used by a container, or not on the host."""
+        ...
+
+    def run_once(self, image: str, command: Sequence[str]) -> CommandResult:
+        """`command` in a one-off container of `image` with the service's env and network,
+        removed when it ends; its result whatever the exit code."""
+        ...
+
+    def boot_accessories(self) -> list[str]:
+        """Boot the environment's accessories that are absent (those booted); one that is down
+        raises AccessoryDown: a release never replaces or restarts one."""
         ...
 
 

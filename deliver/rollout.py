@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
-from deliver.errors import ReleaseError
+from deliver.errors import MigrationFailed, ReleaseError
 from deliver.host import DeployHost, Probes
 from deliver.planning.fleet import batches, switch_back_order
 from deliver.planning.outcome import FinishedRelease
@@ -142,6 +142,9 @@ class Rollout:
         started: list[HostPlan] = []
         try:
             plans = self.survey(request)
+            self._accessories_ready()
+            if self.target.migrate:  # the candidate may need the migrated schema: after approval
+                return plans[0].state
             first = batches(plans, self.target.max_unavailable)[0]
             started += first
             on_each(first, lambda plan: self._start(plan, request))
@@ -167,6 +170,10 @@ class Rollout:
         try:
             plans = self.survey(request)
             timings["survey"] = _since(clock)
+            self._accessories_ready()
+            migration = self._migrate(request)
+            if migration:
+                timings["migrate"] = _since(clock)
             before = plans[0].state.live
             self.log.info(
                 "Releasing %s to %s: %d host(s), %d at a time; live now: %s",
@@ -191,7 +198,7 @@ class Rollout:
             raise
         pruned = self._retire_and_record(plans, request, began)
         timings["total"] = _since(clock)
-        self._report(request, plans, request.outcome, timings=timings)
+        self._report(request, plans, request.outcome, timings=timings, migration=migration)
         url = self.target.serving_url or plans[0].host.view.slot_url(plans[0].slot)
         self.log.info("%s %s is live at %s", self.target.environment, request.version, url)
         return ReleaseResult(
@@ -211,6 +218,31 @@ class Rollout:
             return
         plan.host.pull(request.image)
         plan.host.start_slot(plan.slot, request.image, request.version, request.run)
+
+    def _accessories_ready(self) -> None:
+        if self.target.accessories:
+            self.record_host.boot_accessories()
+
+    def _migrate(self, request: Request) -> str:
+        """The service's migration, once per release, on the first host, before any switch;
+        what it printed. A failure raises: nothing is switched, the live version serves."""
+        if not self.target.migrate:
+            return ""
+        if request.outcome is Outcome.ROLLED_BACK:
+            self.log.info("A rollback runs no migration: the schema stays as the last one left it")
+            return ""
+        host = self.record_host
+        host.pull(request.image)
+        result = host.run_once(request.image, self.target.migrate)
+        if not result.ok:
+            raise MigrationFailed(
+                where=host.view.ref,
+                command=" ".join(self.target.migrate),
+                exit_code=result.exit_code,
+                tail=result.tail(20),
+            )
+        self.log.info("Migration %r done on %s", " ".join(self.target.migrate), host.view.ref)
+        return result.tail(40)
 
     def _check_health(self, plan: HostPlan) -> None:
         url = f"{plan.host.view.slot_url(plan.slot)}{self.target.health_path}"
@@ -349,6 +381,7 @@ class Rollout:
         *,
         detail: str = "",
         timings: Mapping[str, float] | None = None,
+        migration: str = "",
     ) -> None:
         before = plans[0].state.live if plans else None
         try:
@@ -371,6 +404,7 @@ class Rollout:
                 timings_s=dict(timings or {}),
                 detail=detail,
                 labels=labels,
+                migration=migration,
             )
         )
 

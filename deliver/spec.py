@@ -190,6 +190,41 @@ class SmokeCheck(_Strict):
         return self
 
 
+class ContainerOptionsSpec(_Strict):
+    """What `docker run` gets beside the image on a deploy host."""
+
+    memory: str | None = Field(
+        default=None, pattern=r"^[1-9][0-9]*[kmg]?$", description="Memory limit, like 512m."
+    )
+    cpus: float | None = Field(default=None, gt=0, le=64, description="CPU limit, like 0.5.")
+    read_only: bool = Field(default=False, description="A read-only root, with a tmpfs /tmp.")
+
+
+class ReleaseSpec(_Strict):
+    """What a release needs beside the container's port, health path and smoke checks: it is
+    recorded with the image, so a release of a digest runs it as it was tested."""
+
+    env: list[str] = Field(
+        default_factory=list,
+        description="Env names the service requires; a release fails before any host changes "
+        "if its environment gives one no value.",
+    )
+    migrate: list[str] = Field(
+        default_factory=list,
+        description="The migration command, run once per release in a one-off container of "
+        "the new image before any switch, like [alembic, upgrade, head].",
+    )
+    options: ContainerOptionsSpec = ContainerOptionsSpec()
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return names
+
+
 class ScanPolicy(_Strict):
     fail_on: list[Severity] = Field(
         default=["critical", "high"], description="Severities that fail the build."
@@ -206,6 +241,7 @@ class PipelineSpec(_Strict):
     image: ImageSpec
     container: ContainerSpec
     smoke: list[SmokeCheck] = Field(default_factory=list)
+    release: ReleaseSpec = ReleaseSpec()
     scan: ScanPolicy = ScanPolicy()
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
     env: TemplatedEnv = Field(

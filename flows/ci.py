@@ -22,6 +22,7 @@ from deliver.planning.ci import BuildPlan, TestCounts, plan_build, ref_name_prob
 from deliver.planning.events import ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
+from deliver.planning.runtime import runtime_facts
 from deliver.planning.services import filled_env
 from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
 from deliver.tasks.app_environment import job_image, prepare_app_environment
@@ -302,6 +303,7 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
         tree_digest=context_digest(context, app.spec.image.dockerfile),
         resolved=app.checkout.resolved,
         source=parameters.repo,
+        runtime=runtime_facts(app.spec),
     )
 
 

@@ -146,10 +146,10 @@ def environment_lock(environment: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def rollout_of(block: str, notify_block: str | None, run: str) -> Iterator[Rollout]:
-    """The release engine on the target's hosts, for one step: each host's SSH connection is
-    opened once and handed back when the step ends."""
-    with open_target(block) as (target, hosts):
+def rollout_of(block: str, notify_block: str | None, run: str, image: str) -> Iterator[Rollout]:
+    """The release engine on the target's hosts for the service `image` was built for, for one
+    step: each host's SSH connection is opened once and handed back when the step ends."""
+    with open_target(block, image) as (target, hosts):
         yield Rollout(
             target,
             hosts,
@@ -176,7 +176,7 @@ def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
         notification_block(parameters.notify_block)  # a wrong name fails before any host
     run = str(flow_run.get_id() or "")
     request = _request(parameters, run)
-    with rollout_of(parameters.block, parameters.notify_block, run) as rollout:
+    with rollout_of(parameters.block, parameters.notify_block, run, parameters.image) as rollout:
         if rollout.target.environment != APPROVED_ENVIRONMENT:
             with environment_lock(rollout.target.environment):
                 return rollout.deploy(request)
@@ -195,7 +195,7 @@ def require_on_staging(target: TargetView, image: str) -> HostState:
     if target.staging_target is None:
         detail = "production names the DeployTarget its releases must be live on first"
         raise DeployTargetInvalid(block=target.block, field="staging_target", detail=detail)
-    with open_target(target.staging_target) as (_, hosts):
+    with open_target(target.staging_target, image, with_env=False) as (_, hosts):
         staging = hosts[0].read_state()
     if staging.live is None or staging.live.image != image:
         on_staging = staging.live.image if staging.live else "nothing"
@@ -252,7 +252,9 @@ def approve_then_deploy(
         )
 
     def decided(decision: Decision | None) -> ReleaseResult | State[Any]:
-        with rollout_of(parameters.block, parameters.notify_block, request.run) as rollout:
+        with rollout_of(
+            parameters.block, parameters.notify_block, request.run, parameters.image
+        ) as rollout:
             if decision is None or decision.decision == "reject":
                 rollout.withdraw(request)
                 if decision is None:
@@ -285,8 +287,12 @@ def approve_then_deploy(
 def candidate_text(version: str, target: TargetView) -> str:
     """What the approver is told waits: the first batch's candidates, and how the rest roll."""
     first = batches(target.hosts, target.max_unavailable)[0]
-    text = f"{version} healthy in the idle slot of {', '.join(h.ref for h in first)}, "
-    text += "serving no traffic yet"
+    if target.migrate:
+        text = f"{version} pulled on {', '.join(h.ref for h in first)}; once approved, its "
+        text += f"migration `{' '.join(target.migrate)}` runs, then it starts and is checked"
+    else:
+        text = f"{version} healthy in the idle slot of {', '.join(h.ref for h in first)}, "
+        text += "serving no traffic yet"
     if len(target.hosts) > len(first):
         text += (
             f"; once approved it rolls out {target.max_unavailable} host(s) at a time, "
@@ -314,6 +320,11 @@ class RollbackParameters(BaseModel):
     )
     requested_by: str = Field(description="Who asked for the rollback.")
     target_block: str | None = Field(default=None, description="DeployTarget block name.")
+    service: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="Which service, where the target serves several; default its app_name.",
+    )
     notify_block: str | None = Field(
         default=None, description="Notification block as type/name; none: silent."
     )
@@ -346,11 +357,10 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
         notification_block(parameters.notify_block)
     run = str(flow_run.get_id() or "")
     block = parameters.target_block or parameters.environment
-    with rollout_of(block, parameters.notify_block, run) as rollout:
-        environment = rollout.target.environment
+    with open_target(block, service=parameters.service, with_env=False) as (target, hosts):
+        environment = target.environment
         with environment_lock(environment):
-            state = rollout.record_host.read_state()
-            choice = rollback_choice(state, parameters.to_version)
+            choice = rollback_choice(hosts[0].read_state(), parameters.to_version)
             if isinstance(choice, str):
                 raise NothingToRollBackTo(environment=environment, detail=choice)
             image, version, git_sha = choice
@@ -362,4 +372,5 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
                 run=run,
                 outcome=Outcome.ROLLED_BACK,
             )
-            return rollout.deploy(request)
+            with rollout_of(block, parameters.notify_block, run, image) as rollout:
+                return rollout.deploy(request)

@@ -17,7 +17,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deliver.commands import CommandResult, result_of
 from deliver.errors import (
+    AccessoryDown,
     DeployTargetInvalid,
     HealthCheckFailed,
     RemoteCommandFailed,
@@ -65,6 +67,10 @@ class MemoryHost:
         self.state_file: str | None = None
         self.faults = Faults()
         self._started = 0
+        # The accessories this host is to run (name -> running?), and the one-off commands it ran.
+        self.accessories: dict[str, bool | None] = {}
+        self.one_offs: list[tuple[str, tuple[str, ...]]] = []
+        self.one_off_exit_code = 0
 
     @property
     def view(self) -> HostView:
@@ -130,6 +136,35 @@ class MemoryHost:
         left = [image for image in images if image in in_use or image not in self.images]
         self.images -= set(images) - set(left)
         return left
+
+    def run_once(self, image: str, command: Sequence[str]) -> CommandResult:
+        self.faults.enter("run_once", " ".join(command))
+        if image not in self.images:
+            raise self._refuse(f"docker run --rm {image}", "Unable to find image locally")
+        self.one_offs.append((image, tuple(command)))
+        code = self.one_off_exit_code
+        return result_of(
+            ["docker", "run", "--rm", image, *command],
+            where=self.view.address,
+            exit_code=code,
+            stdout="migrated\n" if code == 0 else "",
+            stderr="" if code == 0 else "relation already exists\n",
+            duration_s=0.0,
+        )
+
+    def boot_accessories(self) -> list[str]:
+        """None: absent (booted now); False: its container exists but is stopped."""
+        self.faults.enter("boot_accessories")
+        booted = []
+        for name, running in self.accessories.items():
+            if running is None:
+                self.accessories[name] = True
+                booted.append(name)
+            elif not running:
+                raise AccessoryDown(
+                    accessory=name, where=self.view.address, detail="exited", environment="env"
+                )
+        return booted
 
     # What a test reads back.
 

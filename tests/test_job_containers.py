@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import shutil
@@ -47,23 +48,25 @@ def repo_from(example: Path, where: Path, changes: dict[str, str] | None = None)
     return repo
 
 
+def ci_on_sandbox(sandbox_config: Any, repo: Path, **overrides: Any) -> tuple[Any, Any]:
+    """CI of `repo`'s main branch on the sandbox: its final state and result."""
+    parameters = CiParameters(
+        repo=str(repo),
+        ref="main",
+        advisory_url=sandbox_config.advisory_url,
+        cache_dir=str(sandbox_config.state_dir / "ci-cache"),
+        **overrides,
+    )
+    flow_call = cast(
+        Coroutine[Any, Any, State[CiResult]], ci_pipeline(parameters, return_state=True)
+    )
+    state = asyncio.run(flow_call)
+    return state, state.result(raise_on_failure=False)
+
+
 @pytest.fixture(scope="module")
 def run_ci(sandbox_config, registry, prefect_api):
-    def run(repo: Path, **overrides: Any) -> tuple[Any, Any]:
-        parameters = CiParameters(
-            repo=str(repo),
-            ref="main",
-            advisory_url=sandbox_config.advisory_url,
-            cache_dir=str(sandbox_config.state_dir / "ci-cache"),
-            **overrides,
-        )
-        flow_call = cast(
-            Coroutine[Any, Any, State[CiResult]], ci_pipeline(parameters, return_state=True)
-        )
-        state = asyncio.run(flow_call)
-        return state, state.result(raise_on_failure=False)
-
-    return run
+    return functools.partial(ci_on_sandbox, sandbox_config)
 
 
 def leftovers(docker_engine: Any, state: Any) -> list[str]:

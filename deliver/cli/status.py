@@ -62,7 +62,7 @@ def summaries(blocks: list[str]) -> list[dict[str, Any]]:
 
     found = []
     for block in blocks:
-        with open_ssh_hosts(block) as (_, hosts):
+        with open_ssh_hosts(block, with_env=False) as (_, hosts):
             found += [host_summary(host) for host in hosts]
     return found
 

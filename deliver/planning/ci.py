@@ -10,6 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 
+from deliver.planning.runtime import RUNTIME_LABEL, RuntimeFacts
 from deliver.spec import SEVERITY_ORDER, CheckSpec, ScanPolicy
 
 SHORT_SHA = 7
@@ -89,9 +90,14 @@ def oci_labels(resolved: ResolvedRef, *, source: str, tree: str) -> dict[str, st
     }
 
 
-def source_tree_tag(*, tree: str, dockerfile: str, build_args: Mapping[str, str]) -> str:
-    """A tag naming what the image is built from: the context's digest, Dockerfile, build args."""
-    material = json.dumps([tree, dockerfile, sorted(build_args.items())])
+def source_tree_tag(
+    *, tree: str, dockerfile: str, build_args: Mapping[str, str], runtime: str = ""
+) -> str:
+    """A tag naming what the image is built from: the context's digest, Dockerfile, build args,
+    and the runtime facts it is labelled with."""
+    material = json.dumps(
+        [tree, dockerfile, sorted(build_args.items()), *([runtime] if runtime else [])]
+    )
     return "src-" + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
@@ -118,9 +124,17 @@ def plan_build(
     tree_digest: str,
     resolved: ResolvedRef,
     source: str,
+    runtime: RuntimeFacts | None = None,
 ) -> BuildPlan:
-    """`tree_digest` is the digest of what the context sends (after .dockerignore)."""
-    source_tag = source_tree_tag(tree=tree_digest, dockerfile=dockerfile, build_args=build_args)
+    """`tree_digest` is the digest of what the context sends (after .dockerignore); `runtime`
+    goes with the image as a label, for every release of it."""
+    runtime_label = runtime.to_label() if runtime else ""
+    source_tag = source_tree_tag(
+        tree=tree_digest, dockerfile=dockerfile, build_args=build_args, runtime=runtime_label
+    )
+    labels = oci_labels(resolved, source=source, tree=source_tag)
+    if runtime_label:
+        labels[RUNTIME_LABEL] = runtime_label
     return BuildPlan(
         image_name=image_name,
         context=context,
@@ -128,7 +142,7 @@ def plan_build(
         build_args=dict(build_args),
         source_tag=source_tag,
         tags=tuple(image_tags(resolved, source_tag)),
-        labels=oci_labels(resolved, source=source, tree=source_tag),
+        labels=labels,
     )
 
 

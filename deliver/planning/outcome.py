@@ -32,6 +32,7 @@ class FinishedRelease:
     timings_s: Mapping[str, float] = dataclasses.field(default_factory=dict)
     detail: str = ""
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the image's
+    migration: str = ""  # what the release's migration printed (its last lines)
 
     @property
     def source(self) -> str | None:
@@ -67,6 +68,7 @@ class FinishedRelease:
             timings_s=self.timings_s,
             commits=commits,
             detail=self.detail,
+            migration=self.migration,
         )
 
     def report_key(self) -> str:

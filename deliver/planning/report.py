@@ -24,6 +24,7 @@ def release_report(
     timings_s: Mapping[str, float],
     commits: Sequence[str] | None,
     detail: str = "",
+    migration: str = "",
 ) -> str:
     headline = {
         Outcome.LIVE: f"{version} is live",
@@ -49,6 +50,8 @@ def release_report(
         lines.append("No commits between the two versions.")
     else:
         lines.append(f"`{previous[1]}` → `{git_sha}` (commit list not available here)")
+    if migration:
+        lines += ["", "## Migration", "", "```", migration.rstrip(), "```"]
     if timings_s:
         lines += ["", "## Timings", "", "| step | seconds |", "| --- | ---: |"]
         lines += [f"| {step} | {seconds:.2f} |" for step, seconds in timings_s.items()]

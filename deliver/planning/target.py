@@ -53,6 +53,8 @@ class TargetView:
     max_unavailable: int = 1
     front_url: str | None = None  # the environment's own front (a fleet's balancer)
     staging_target: str | None = None  # where a production release must be live first
+    migrate: tuple[str, ...] = ()  # the service's migration command; empty: none
+    accessories: tuple[str, ...] = ()  # the environment's accessories, booted when absent
 
     @property
     def record_host(self) -> HostView:

@@ -65,6 +65,14 @@ class SandboxConfig:
             Environment.PRODUCTION: {Slot.BLUE: 8101, Slot.GREEN: 8102},
         }
     )
+    # orders-api, the second service on staging's and production's hosts, and its own front.
+    orders_slot_ports: Mapping[Environment, Mapping[Slot, int]] = dataclasses.field(
+        default_factory=lambda: {
+            Environment.STAGING: {Slot.BLUE: 8211, Slot.GREEN: 8212},
+            Environment.PRODUCTION: {Slot.BLUE: 8111, Slot.GREEN: 8112},
+        }
+    )
+    orders_front_port: int = 8082
     qa_slot_ports: Mapping[Slot, int] = dataclasses.field(
         default_factory=lambda: {Slot.BLUE: 8401, Slot.GREEN: 8402}
     )
@@ -93,6 +101,11 @@ class SandboxConfig:
     @property
     def production_front_url(self) -> str:
         return f"http://{LOOPBACK}:{self.nginx_port}"
+
+    @property
+    def orders_front_url(self) -> str:
+        """Production's nginx in front of orders-api."""
+        return f"http://{LOOPBACK}:{self.orders_front_port}"
 
     @property
     def fleet_front_url(self) -> str:
@@ -131,8 +144,9 @@ class SandboxConfig:
         ports = [self.registry_port, self.nginx_port, self.prefect_port, self.advisory_port]
         ports += [self.chat_port, self.postgres_port]
         ports.extend(self.ssh_ports.values())
-        for slots in self.slot_ports.values():
+        for slots in [*self.slot_ports.values(), *self.orders_slot_ports.values()]:
             ports.extend(slots.values())
+        ports.append(self.orders_front_port)
         ports.append(self.fleet_front_port)
         ports.extend(self.qa_slot_ports.values())
         for host in self.fleet.values():

@@ -18,7 +18,7 @@ from deliver.sandbox.config import Environment, SandboxConfig
 from deliver.sandbox.docker_engine import DockerEngine
 from deliver.sandbox.nginx_front import FleetBalancer, NginxFront
 from deliver.sandbox.postgres import DATABASES, PostgresDatabase
-from deliver.sandbox.prefect_blocks import PrefectBlocks
+from deliver.sandbox.prefect_blocks import ORDERS_SERVICE, PrefectBlocks
 from deliver.sandbox.prefect_server import PrefectServer, PrefectWorker
 from deliver.sandbox.registry import Registry
 from deliver.sandbox.ssh_hosts import SshHost
@@ -36,6 +36,7 @@ def all_components() -> list[Component]:
         SshHost(Environment.STAGING),
         SshHost(Environment.PRODUCTION),
         NginxFront(),
+        NginxFront(service=ORDERS_SERVICE),
         *fleet_components(),
         AdvisoryMirror(),
         ChatInbox(),

@@ -16,21 +16,27 @@ NGINX = SystemTool(program="nginx", package="nginx")
 
 
 class NginxFront(Daemon):
-    """Production's nginx, or with `fleet_host` the nginx on that host of the fleet."""
+    """Production's nginx; with `fleet_host` the nginx on that host of the fleet; with
+    `service` the nginx in front of that second service's production slots (orders-api)."""
 
     tools = (NGINX,)
 
-    def __init__(self, fleet_host: str | None = None) -> None:
-        self.fleet_host = fleet_host
-        self.name = f"nginx-{fleet_host}" if fleet_host else "nginx"  # type: ignore[misc]
+    def __init__(self, fleet_host: str | None = None, *, service: str | None = None) -> None:
+        self.fleet_host, self.service = fleet_host, service
+        suffix = fleet_host or service
+        self.name = f"nginx-{suffix}" if suffix else "nginx"  # type: ignore[misc]
 
     def address(self, ctx: Context) -> str:
         return f"http://{LOOPBACK}:{self.port(ctx)}"
 
     def port(self, ctx: Context) -> int:
+        if self.service:
+            return ctx.config.orders_front_port
         return ctx.config.fleet[self.fleet_host].front if self.fleet_host else ctx.config.nginx_port
 
     def _first_slot_port(self, ctx: Context) -> int:
+        if self.service:
+            return ctx.config.orders_slot_ports[Environment.PRODUCTION][Slot.BLUE]
         if self.fleet_host:
             return ctx.config.fleet[self.fleet_host].blue
         return ctx.config.slot_ports[Environment.PRODUCTION][Slot.BLUE]
@@ -64,7 +70,7 @@ class NginxFront(Daemon):
         check = commands.run([*self._base_argv(ctx), "-t"], timeout_s=30)
         if not check.ok:
             raise ComponentFailed(component=self.name, detail=f"nginx -t: {check.stderr.strip()}")
-        if not self.fleet_host:
+        if not self.fleet_host and not self.service:
             ctx.state.set_fact("nginx_upstream_file", str(paths["upstream"]))
             ctx.state.set_fact("nginx_config_file", str(paths["config"]))
 

@@ -25,6 +25,7 @@ QA_BLOCK = "qa"  # a third environment, on staging's host
 CHAT_BLOCK = "sandbox-chat"
 NOTIFY_BLOCK = f"custom-webhook/{CHAT_BLOCK}"  # how flows' notify_block parameter names it
 APPROVAL_POLICY = "production-approvals"
+ORDERS_SERVICE = "orders-api"
 DEMO_APPROVER = "demo-approver"
 SAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "stock-api" / "deliver.yaml"
 
@@ -50,6 +51,7 @@ def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, An
         "state_dir": str(state_dir),
         "drain_s": 0.5,
     }
+    fields.update(orders_api_fields(ctx, environment, state_dir))
     if environment is Environment.PRODUCTION:
         nginx = NginxFront()
         fields["nginx_upstream_file"] = str(nginx.paths(ctx)["upstream"])
@@ -59,11 +61,51 @@ def deploy_target_fields(ctx: Context, environment: Environment) -> dict[str, An
     return fields
 
 
+def orders_database_secret(environment: Environment) -> str:
+    """The Secret block of an environment's orders-api database: {password, url}."""
+    return f"{environment.value}-orders-db"
+
+
+def orders_api_fields(ctx: Context, environment: Environment, state_dir: Path) -> dict[str, Any]:
+    """orders-api beside stock-api on the environment's host: its slots (behind its own nginx in
+    production), its env, and the PostgreSQL and Redis accessories it uses."""
+    ports = ctx.config.orders_slot_ports[environment]
+    placement: dict[str, Any] = {
+        "slot_ports": {slot.value: port for slot, port in ports.items()},
+        "state_dir": str(state_dir / ORDERS_SERVICE),
+        "env": {"REDIS_URL": "redis://redis:6379/0"},
+        "secrets": {"DATABASE_URL": f"{orders_database_secret(environment)}.url"},
+    }
+    if environment is Environment.PRODUCTION:
+        nginx = NginxFront(service=ORDERS_SERVICE)
+        placement["nginx_upstream_file"] = str(nginx.paths(ctx)["upstream"])
+        placement["front_url"] = nginx.address(ctx)
+        placement["nginx_command"] = nginx.command(ctx)
+    accessories = {
+        "postgres": {
+            "image": "postgres:15",
+            "env": {"POSTGRES_USER": "app", "POSTGRES_DB": "app"},
+            "secrets": {"POSTGRES_PASSWORD": f"{orders_database_secret(environment)}.password"},
+            "data_path": "/var/lib/postgresql/data",
+            "health": ["pg_isready", "-h", "127.0.0.1", "-U", "app", "-d", "app"],
+            "used_by": [ORDERS_SERVICE],
+        },
+        "redis": {
+            "image": "redis:7",
+            "health": ["redis-cli", "ping"],
+            "used_by": [ORDERS_SERVICE],
+        },
+    }
+    return {"services": {ORDERS_SERVICE: placement}, "accessories": accessories}
+
+
 def qa_target_fields(ctx: Context) -> dict[str, Any]:
     """The `qa` environment: staging's SSH host, with its own slots and state."""
     state_dir = ctx.dir("hosts") / QA_BLOCK
+    staging = deploy_target_fields(ctx, Environment.STAGING)
+    del staging["services"], staging["accessories"]
     return {
-        **deploy_target_fields(ctx, Environment.STAGING),
+        **staging,
         "environment": QA_BLOCK,
         "slot_ports": {slot.value: port for slot, port in ctx.config.qa_slot_ports.items()},
         "state_dir": str(state_dir),
@@ -76,6 +118,7 @@ def fleet_target_fields(ctx: Context) -> dict[str, Any]:
     fields = deploy_target_fields(ctx, Environment.PRODUCTION)
     for name in ("host", "port", "host_keys", "slot_ports", "state_dir", "nginx_upstream_file"):
         del fields[name]
+    del fields["services"], fields["accessories"]
     first = next(iter(ctx.config.fleet))
     fields["private_key"] = SshHost(first).paths(ctx)["deploy_key"].read_text()
     fields["front_url"] = ctx.config.fleet_front_url
@@ -146,6 +189,10 @@ class PrefectBlocks(Component):
                 reauth=False,
             ).save(REGISTRY_BLOCK, overwrite=True)
             for environment in Environment:
+                database: Any = self.orders_database(ctx, environment)  # a JSON secret
+                Secret(value=database).save(
+                    orders_database_secret(environment), overwrite=True
+                )
                 DeployTarget(**deploy_target_fields(ctx, environment)).save(
                     environment.value, overwrite=True
                 )
@@ -181,6 +228,18 @@ class PrefectBlocks(Component):
             found = {"secret": secrets.token_urlsafe(32)}
             ctx.state.set_credentials("webhook", found)
         return found["secret"]
+
+    def orders_database(self, ctx: Context, environment: Environment) -> dict[str, str]:
+        """orders-api's database password in one environment, and the URL it connects with
+        (the postgres accessory by its name on the environment's network)."""
+        key = f"orders-db-{environment.value}"
+        found = ctx.state.credentials(key)
+        if not found:
+            found = {"password": secrets.token_urlsafe(24)}
+            ctx.state.set_credentials(key, found)
+        password = found["password"]
+        url = f"postgresql+psycopg://app:{password}@postgres:5432/app"
+        return {"password": password, "url": url}
 
     def alice_secret(self, ctx: Context) -> str:
         """The sandbox approver 'alice' proves herself with a TOTP code from this secret."""

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deliver.commands import CommandResult
 from deliver.errors import HostUnreachable, RemoteCommandFailed
 from deliver.host import DeployHost
 from deliver.planning.release import HostState, RunningSlot, Slot
@@ -105,6 +106,24 @@ def prune_images(host: DeployHost, images: Sequence[str]) -> list[str]:
     return host.prune(images)
 
 
+@task(**UNCACHED, name="run_migration", task_run_name="migrate-{host.view.ref}")
+def run_migration(host: DeployHost, image: str, command: Sequence[str]) -> CommandResult:
+    """Never retried: a migration that failed halfway is for its author to look at."""
+    result = host.run_once(image, command)
+    logger = get_run_logger()
+    for line in (result.stdout + result.stderr).splitlines()[-200:]:
+        logger.info("migrate | %s", line)
+    return result
+
+
+@task(**UNCACHED, name="boot_accessories", task_run_name="accessories-{host.view.ref}")
+def boot_accessories(host: DeployHost) -> list[str]:
+    booted = host.boot_accessories()
+    if booted:
+        get_run_logger().info("Booted %s on %s", ", ".join(booted), host.view.address)
+    return booted
+
+
 class TrackedHost:
     """A `DeployHost` whose every call is one of the task runs above."""
 
@@ -142,10 +161,23 @@ class TrackedHost:
     def prune(self, images: Sequence[str]) -> list[str]:
         return prune_images(self.host, images)
 
+    def run_once(self, image: str, command: Sequence[str]) -> CommandResult:
+        return run_migration(self.host, image, command)
+
+    def boot_accessories(self) -> list[str]:
+        return boot_accessories(self.host)
+
 
 @contextlib.contextmanager
-def open_target(block: str) -> Iterator[tuple[TargetView, tuple[DeployHost, ...]]]:
-    """The DeployTarget's view and its hosts, each call a task run; one SSH connection per host
-    for as long as it is open (one release step)."""
-    with open_ssh_hosts(block) as (view, hosts):
+def open_target(
+    block: str,
+    image: str | None = None,
+    *,
+    service: str | None = None,
+    with_env: bool = True,
+) -> Iterator[tuple[TargetView, tuple[DeployHost, ...]]]:
+    """The DeployTarget's view and its hosts for the service `image` was built for (else the
+    target's app_name), each call a task run; one SSH connection per host for as long as it is
+    open (one release step). Without `with_env`, for reading state only: no secret is read."""
+    with open_ssh_hosts(block, image, service=service, with_env=with_env) as (view, hosts):
         yield view, tuple(TrackedHost(host) for host in hosts)

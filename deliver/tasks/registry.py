@@ -224,3 +224,27 @@ def tag_image(block_name: str, name: str, digest: str, tags: list[str]) -> list[
         if manifest is None:
             raise RegistryError(f"Registry {registry.base} no longer holds {name}@{digest}")
         return registry.point(name, tags, manifest)
+
+
+def image_labels_in_registry(block_name: str, image: str) -> dict[str, str]:
+    """The labels of `image` (repository@digest) as the registry holds its config; empty when
+    the registry holds no such image. Read before any host is touched."""
+    credentials = load_credentials(block_name)
+    repository, digest = image.rsplit("@", 1)
+    host = registry_host(credentials.registry_url)
+    if not repository.startswith(f"{host}/"):
+        return {}  # another registry's image: its labels are read on the host after the pull
+    name = repository.removeprefix(f"{host}/")
+    with _Registry(credentials, block_name) as registry:
+        manifest = registry.manifest(name, digest)
+        if manifest is None:
+            return {}
+        config_digest = str(manifest.json().get("config", {}).get("digest", ""))
+        try:
+            blob = registry.http.get(f"/v2/{name}/blobs/{config_digest}", follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise RegistryUnreachable(registry=registry.base, detail=str(exc)) from exc
+        if blob.status_code != 200:
+            return {}
+        labels = blob.json().get("config", {}).get("Labels") or {}
+    return {str(key): str(value) for key, value in labels.items()}

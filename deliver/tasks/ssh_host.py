@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import secrets
+import time
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 from pydantic import SecretStr
 
-from blocks.deploy_target import DeployTarget, FleetHost
-from deliver.errors import BlockInvalid, DeployTargetInvalid, RemoteCommandFailed
+from blocks.deploy_target import DeployTarget, FleetHost, ServicePlacement
+from deliver.commands import CommandResult
+from deliver.errors import AccessoryDown, BlockInvalid, DeployTargetInvalid, RemoteCommandFailed
 from deliver.planning.release import (
     HostState,
     RunningSlot,
@@ -23,9 +27,18 @@ from deliver.planning.release import (
     container_name,
     nginx_upstream,
 )
+from deliver.planning.runtime import (
+    AccessoryRun,
+    ContainerOptions,
+    EnvFile,
+    RuntimeFacts,
+    accessory_container,
+    environment_network,
+)
 from deliver.planning.target import HostView, TargetView
 from deliver.tasks.loading import load_block
 from deliver.tasks.registry import load_credentials
+from deliver.tasks.runtime import accessory_runs, image_facts, service_env
 from deliver.tasks.ssh import (
     ConnectionPool,
     Remote,
@@ -45,6 +58,7 @@ if ! "$@" -t 2>&1; then
 fi
 "$@" -s reload
 """
+ONE_OFF_TIMEOUT_S = 900.0  # a migration's deadline
 LABELS = ("slot", "version", "image", "run", "host")
 PS_FORMAT = "|".join(f'{{{{.Label "dev.deliver.{label}"}}}}' for label in LABELS)
 
@@ -64,6 +78,13 @@ class HostSettings:
     registry_block: str
     nginx_upstream_file: str | None
     nginx_command: tuple[str, ...] | None
+    network: str | None = None
+    env: EnvFile = dataclasses.field(default_factory=EnvFile)
+    options: ContainerOptions = dataclasses.field(default_factory=ContainerOptions)
+    accessories: tuple[AccessoryRun, ...] = ()  # booted on the target's first host only
+
+    def env_file(self, container: str) -> str:
+        return f"{self.state_dir}/env/{container}.env"
 
 
 def host_ref(block: str, host: str) -> str:
@@ -80,35 +101,99 @@ def load_target(block: str) -> DeployTarget:
         raise DeployTargetInvalid(block=block, field="(block)", detail=str(exc)) from None
 
 
-def target_settings(block: str) -> tuple[TargetView, tuple[HostSettings, ...]]:
-    """The target's view and its hosts' settings; keys are parsed, so a malformed block fails
-    here, before any host is touched."""
-    target = load_target(block)
+def target_settings(
+    block: str,
+    *,
+    target: DeployTarget | None = None,
+    facts: RuntimeFacts | None = None,
+    env: EnvFile | None = None,
+    accessories: Sequence[AccessoryRun] = (),
+) -> tuple[TargetView, tuple[HostSettings, ...]]:
+    """The target's view and its hosts' settings for one service: the image's (`facts`), else
+    the target's own `app_name`. Keys are parsed, so a malformed block fails here, before any
+    host is touched."""
+    target = target or load_target(block)
+    facts = facts or legacy_facts(target)
+    placement = service_placement(block, target, facts.service)
     fleet: list[FleetHost | None] = [*target.hosts] or [None]
-    hosts = tuple(_settings(block, target, fleet_host) for fleet_host in fleet)
+    runtime = _Runtime(
+        facts=facts,
+        placement=placement,
+        network=target.network_name,
+        env=env or EnvFile(),
+        accessories=tuple(accessories),
+    )
+    hosts = tuple(
+        _settings(block, target, fleet_host, runtime, first=index == 0)
+        for index, fleet_host in enumerate(fleet)
+    )
     for host in hosts:
         load_private_key(host.private_key.get_secret_value(), block=block)
         pinned_host_keys(host.address, host.host_keys, block=host.view.ref)
     view = TargetView(
         block=block,
         environment=target.environment,
-        app_name=target.app_name,
+        app_name=facts.service,
         hosts=tuple(host.view for host in hosts),
-        health_path=target.health_path,
-        health_timeout_s=target.health_timeout_s,
-        smoke=tuple(target.smoke_checks),
+        health_path=facts.health_path,
+        health_timeout_s=facts.health_timeout_s,
+        smoke=tuple(facts.smoke),
         keep_versions=target.keep_versions,
         drain_s=target.drain_s,
         max_unavailable=target.max_unavailable,
         front_url=target.front_url if target.hosts else None,
         staging_target=target.staging_target,
+        migrate=facts.migrate,
+        accessories=tuple(accessory.name for accessory in accessories),
     )
     return view, hosts
 
 
-def _settings(block: str, target: DeployTarget, fleet_host: FleetHost | None) -> HostSettings:
+def legacy_facts(target: DeployTarget) -> RuntimeFacts:
+    """The target's own service, as its block describes it: for an image CI did not label."""
+    return RuntimeFacts(
+        service=target.app_name,
+        port=target.container_port,
+        health_path=target.health_path,
+        health_timeout_s=target.health_timeout_s,
+        smoke=tuple(target.smoke_checks),
+    )
+
+
+def service_placement(block: str, target: DeployTarget, service: str) -> ServicePlacement | None:
+    """None for the target's own `app_name` (its top-level slots); else `services.<service>`."""
+    if service == target.app_name:
+        return None
+    if service not in target.services:
+        detail = (
+            f"no place for the service {service!r} here: add services.{service} with its "
+            f"slot_ports (this target serves {target.app_name}"
+            + (f" and {', '.join(sorted(target.services))})" if target.services else ")")
+        )
+        raise DeployTargetInvalid(block=block, field="services", detail=detail)
+    return target.services[service]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Runtime:
+    facts: RuntimeFacts
+    placement: ServicePlacement | None
+    network: str | None
+    env: EnvFile
+    accessories: tuple[AccessoryRun, ...]
+
+
+def _settings(
+    block: str,
+    target: DeployTarget,
+    fleet_host: FleetHost | None,
+    runtime: _Runtime,
+    *,
+    first: bool,
+) -> HostSettings:
     """A fleet's host (`fleet_host`) falls back to the target's settings where it sets none;
-    a single-host target (`fleet_host` None) sets them all itself."""
+    a single-host target (`fleet_host` None) sets them all itself, and a service placed beside
+    its app_name has its own slots, state and front."""
     if fleet_host is None:
         if (target.nginx_upstream_file is None) != (target.nginx_command is None):
             detail = "nginx_upstream_file and nginx_command go together"
@@ -119,6 +204,15 @@ def _settings(block: str, target: DeployTarget, fleet_host: FleetHost | None) ->
         service_host, upstream_file = target.service_host, target.nginx_upstream_file
         host_keys, nginx = target.host_keys, target.nginx_command
         front_url = target.front_url if upstream_file else None
+        if (placed := runtime.placement) is not None:
+            slot_ports = placed.slot_ports
+            state_dir = placed.state_dir or f"{target.state_dir}/{runtime.facts.service}"
+            upstream_file, front_url = placed.nginx_upstream_file, placed.front_url
+            nginx = placed.nginx_command or nginx
+            if upstream_file and not (front_url and nginx):
+                detail = f"services.{runtime.facts.service}: nginx_upstream_file needs front_url "
+                detail += "and the target's nginx_command"
+                raise DeployTargetInvalid(block=block, field="services", detail=detail)
     else:
         name, ref = fleet_host.name, host_ref(block, fleet_host.name)
         host, port = fleet_host.host, fleet_host.port
@@ -138,15 +232,19 @@ def _settings(block: str, target: DeployTarget, fleet_host: FleetHost | None) ->
             front_url=front_url,
         ),
         environment=target.environment,
-        app_name=target.app_name,
+        app_name=runtime.facts.service,
         address=address,
         private_key=target.private_key,
         host_keys=tuple(host_keys),
-        container_port=target.container_port,
+        container_port=runtime.facts.port,
         state_dir=state_dir,
         registry_block=target.registry_block,
         nginx_upstream_file=upstream_file,
         nginx_command=tuple(nginx) if nginx else None,
+        network=runtime.network,
+        env=runtime.env,
+        options=runtime.facts.options,
+        accessories=runtime.accessories if first else (),
     )
 
 
@@ -273,13 +371,126 @@ class SshHost:
                 *[arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")],
                 "--publish",
                 f"127.0.0.1:{self.view.slot_ports[slot]}:{settings.container_port}",
+                *self._runtime_arguments(name),
                 image,
             ]
         )
         return started.stdout.strip()
 
+    def _runtime_arguments(self, container: str) -> list[str]:
+        """The network, options and env file of a container of the service; the env file is
+        written first (mode 0600, the deploy user's), so no value is on a command line."""
+        settings = self.settings
+        args = settings.options.arguments()
+        if settings.network:
+            self._ensure_network(settings.network)
+            args += ["--network", settings.network]
+        if settings.env.values:
+            path = self._write_env_file(container, settings.env)
+            args += ["--env-file", path]
+        return args
+
+    def _write_env_file(self, container: str, env: EnvFile) -> str:
+        remote, path = self._connection(), self.settings.env_file(container)
+        remote.run(["mkdir", "-p", "-m", "700", path.rsplit("/", 1)[0]])
+        remote.write_file(path, env.render())
+        return path
+
+    def _ensure_network(self, network: str) -> None:
+        remote = self._connection()
+        if not remote.run(["docker", "network", "inspect", network], check=False).ok:
+            created = remote.run(["docker", "network", "create", network], check=False)
+            if not created.ok and "already exists" not in created.stderr:
+                remote.run(["docker", "network", "inspect", network])  # raises, with its stderr
+
     def stop_slot(self, slot: Slot) -> None:
-        self._connection().run(["docker", "rm", "-f", self._container(slot)], check=False)
+        name = self._container(slot)
+        self._connection().run(["docker", "rm", "-f", name], check=False)
+        self._connection().run(["rm", "-f", self.settings.env_file(name)], check=False)
+
+    def run_once(self, image: str, command: Sequence[str]) -> CommandResult:
+        """`command` in a one-off container of `image`, with the service's env and network;
+        removed when it ends, with its env file. Its result, whatever the exit code."""
+        settings, remote = self.settings, self._connection()
+        name = f"{settings.app_name}-{settings.environment}-once-{secrets.token_hex(4)}"
+        labels = [
+            "--label",
+            f"dev.deliver.app={settings.app_name}",
+            "--label",
+            "dev.deliver.once=1",
+        ]
+        try:
+            arguments = self._runtime_arguments(name)
+            return remote.run(
+                ["docker", "run", "--rm", "--name", name, *labels, *arguments, image, *command],
+                check=False,
+                timeout_s=ONE_OFF_TIMEOUT_S,
+            )
+        finally:
+            remote.run(["rm", "-f", settings.env_file(name)], check=False)
+
+    def boot_accessories(self) -> list[str]:
+        """Boot each accessory that is absent and wait for its health; one that exists but is
+        not running, or not healthy, is an error: a release never replaces or restarts one."""
+        settings, booted = self.settings, []
+        for accessory in settings.accessories:
+            container = accessory_container(settings.environment, accessory.name)
+            status = self._connection().run(
+                ["docker", "inspect", "--format", "{{.State.Status}}", container], check=False
+            )
+            if not status.ok:
+                self.boot_accessory(accessory)
+                booted.append(accessory.name)
+            elif status.stdout.strip() != "running":
+                raise AccessoryDown(
+                    accessory=accessory.name,
+                    where=self.view.address,
+                    detail=f"its container is {status.stdout.strip()}",
+                    environment=settings.environment,
+                )
+            else:
+                self._await_accessory(accessory, deadline_s=min(accessory.health_timeout_s, 10))
+        return booted
+
+    def boot_accessory(self, accessory: AccessoryRun) -> None:
+        """Start it (its volume is created with it, or reused); its env file is removed once
+        docker has read it."""
+        settings, remote = self.settings, self._connection()
+        network = settings.network or environment_network(settings.environment)
+        self._ensure_network(network)
+        container = accessory_container(settings.environment, accessory.name)
+        args = accessory.run_arguments(settings.environment, network)
+        path = ""
+        try:
+            if accessory.env.values:
+                path = self._write_env_file(container, accessory.env)
+                args += ["--env-file", path]
+            remote.run(["docker", "run", *args, accessory.image])
+        finally:
+            if path:
+                remote.run(["rm", "-f", path], check=False)
+        self._await_accessory(accessory, deadline_s=accessory.health_timeout_s)
+
+    def _await_accessory(self, accessory: AccessoryRun, *, deadline_s: float) -> None:
+        if not accessory.health:
+            return
+        container = accessory_container(self.settings.environment, accessory.name)
+        deadline = time.monotonic() + deadline_s
+        while True:
+            probe = self._connection().run(
+                ["docker", "exec", container, *accessory.health], check=False, timeout_s=30
+            )
+            if probe.ok:
+                return
+            if time.monotonic() > deadline:
+                raise AccessoryDown(
+                    accessory=accessory.name,
+                    where=self.view.address,
+                    detail=f"{' '.join(accessory.health)} failed for {deadline_s:.0f} s: "
+                    f"{probe.tail(3) or probe.exit_code}",
+                    environment=self.settings.environment,
+                )
+            time.sleep(0.5)
 
     def switch(self, slot: Slot) -> None:
         """Swap nginx's upstream file atomically, test the config, reload."""
@@ -334,10 +545,29 @@ class SshHost:
 
 
 @contextlib.contextmanager
-def open_ssh_hosts(block: str) -> Iterator[tuple[TargetView, tuple[SshHost, ...]]]:
+def open_ssh_hosts(
+    block: str,
+    image: str | None = None,
+    *,
+    service: str | None = None,
+    with_env: bool = True,
+) -> Iterator[tuple[TargetView, tuple[SshHost, ...]]]:
     """The target's view and an open `SshHost` per host, closed (connections returned to the
-    pool) when the step ends."""
-    view, settings = target_settings(block)
+    pool) when the step ends. With `image`, for the service CI labelled it with, else for
+    `service` (default the target's app_name); `with_env` reads its env and the accessories'
+    (secrets included), else only its state and containers are to be read."""
+    target = load_target(block)
+    facts = image_facts(target, block, image) if image else None
+    if facts is None and service is not None and service != target.app_name:
+        facts = dataclasses.replace(legacy_facts(target), service=service)
+    env, accessories = EnvFile(), cast(tuple[AccessoryRun, ...], ())
+    if with_env:
+        service_facts = facts or legacy_facts(target)
+        env = service_env(target, service_facts)
+        accessories = accessory_runs(target, service_facts.service)
+    view, settings = target_settings(
+        block, target=target, facts=facts, env=env, accessories=accessories
+    )
     hosts = tuple(SshHost(host) for host in settings)
     try:
         yield view, hosts
