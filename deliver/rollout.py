@@ -170,7 +170,7 @@ class Rollout:
         try:
             plans = self.survey(request)
             timings["survey"] = _since(clock)
-            self._accessories_ready()
+            booted = self._accessories_ready()
             migration = self._migrate(request)
             if migration:
                 timings["migrate"] = _since(clock)
@@ -196,7 +196,13 @@ class Rollout:
         except Exception as exc:
             self._fail(exc, request, began, plans, started, switched)
             raise
-        pruned = self._retire_and_record(plans, request, began)
+        done = dataclasses.replace(
+            self._history(request, request.outcome, began),
+            checks=self.checks_that_ran(),
+            migration=" ".join(self.target.migrate) if migration else "",
+            accessories_booted=booted,
+        )
+        pruned = self._retire_and_record(plans, request, done)
         timings["total"] = _since(clock)
         self._report(request, plans, request.outcome, timings=timings, migration=migration)
         url = self.target.serving_url or plans[0].host.view.slot_url(plans[0].slot)
@@ -219,9 +225,11 @@ class Rollout:
         plan.host.pull(request.image)
         plan.host.start_slot(plan.slot, request.image, request.version, request.run)
 
-    def _accessories_ready(self) -> None:
-        if self.target.accessories:
-            self.record_host.boot_accessories()
+    def _accessories_ready(self) -> tuple[str, ...]:
+        """Those booted now (absent before); one that is down raises."""
+        if not self.target.accessories:
+            return ()
+        return tuple(self.record_host.boot_accessories())
 
     def _migrate(self, request: Request) -> str:
         """The service's migration, once per release, on the first host, before any switch;
@@ -268,16 +276,13 @@ class Rollout:
         return upstream
 
     def _retire_and_record(
-        self, plans: list[HostPlan], request: Request, began: str
+        self, plans: list[HostPlan], request: Request, record: HistoryRecord
     ) -> tuple[str, ...]:
         """The new version serves everywhere: from here a failure is logged, never undone (the
         next release reconciles from what serves)."""
         old = [p for p in plans if p.state.live is not None and p.state.live.slot is not p.slot]
         if old:
             self.probes.drain(self.target.drain_s, f"{len(old)} old slot(s)")
-        record = dataclasses.replace(
-            self._history(request, request.outcome, began), checks=self.checks_that_ran()
-        )
         pruned: set[str] = set()
 
         def finish(plan: HostPlan) -> None:

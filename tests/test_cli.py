@@ -52,6 +52,7 @@ def test_status_json_shows_every_component_healthy(sandbox_state):
         "ssh-staging",
         "ssh-production",
         "nginx",
+        "nginx-orders-api",
         "ssh-fleet-1",
         "ssh-fleet-2",
         "ssh-fleet-3",

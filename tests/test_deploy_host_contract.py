@@ -196,3 +196,16 @@ def test_a_symlink_planted_at_the_state_file_is_refused_not_written_through(
     finally:
         state_file.unlink(missing_ok=True)
         victim.unlink(missing_ok=True)
+
+
+def test_a_one_off_command_runs_to_its_end_and_leaves_nothing_running(host_and_image):
+    """What a migration runs in: its result comes back, no container stays."""
+    host, pushed = host_and_image
+    host.pull(pushed)
+    assert host.run_once(pushed, ["true"]).ok
+    assert host.inspect() == ([], Slot.BLUE)
+
+
+def test_an_environment_without_accessories_boots_none(host_and_image):
+    host, _ = host_and_image
+    assert host.boot_accessories() == []

@@ -313,3 +313,93 @@ def test_an_accessory_that_is_down_fails_the_release_naming_it(
         assert redis.status == "exited"
     finally:
         redis.start()
+
+
+def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    from deliver.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_logs_exec_and_audit_against_staging(orders_images, sandbox_config, capsys):
+    """The operator's verbs on orders-api's staging: the live slot's logs, a one-off command in
+    its image with its env (exit code passed through), and the audit of what happened there."""
+    code, out, _ = cli(capsys, "logs", "--env", "staging", "--service", SERVICE, "--grep", "GET")
+    assert code == 0
+    assert "GET /health" in out
+    code, out, _ = cli(
+        capsys, "logs", "--env", "staging", "--service", SERVICE, "--lines", "5", "--json"
+    )
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert 0 < len(lines) <= 5
+    assert all(line["container"].startswith(f"{SERVICE}-staging-") for line in lines)
+
+    code, out, _ = cli(
+        capsys, "exec", "--env", "staging", "--service", SERVICE, "--", "alembic", "current"
+    )
+    assert code == 0
+    assert "0002" in out
+    code, out, _ = cli(
+        capsys,
+        "exec",
+        "--env",
+        "staging",
+        "--service",
+        SERVICE,
+        "--json",
+        "--",
+        "python",
+        "-c",
+        "import os, sys; print(os.environ['DATABASE_URL']); sys.exit(3)",
+    )
+    assert code == 3
+    answer = json.loads(out)
+    assert answer["exit_code"] == 3
+    assert sandbox_secret(sandbox_config, "staging") not in out  # redacted
+    assert answer["stdout"] == "***\n"  # the whole URL is a secret (the block's url field)
+
+    code, out, _ = cli(capsys, "audit", "--env", "staging", "--service", SERVICE, "--json")
+    assert code == 0
+    entries = json.loads(out)
+    whats = [(e["what"], e["outcome"]) for e in entries]
+    assert ("release 1.0.0", "live") in whats
+    assert ("rollback to 1.0.0", "rolled-back") in whats
+    assert ("release 1.2.0", "failed") in whats
+    first = next(e for e in entries if e["what"] == "release 1.0.0")
+    assert first["migration"] == "alembic upgrade head"
+    assert first["accessories_booted"] == ["postgres", "redis"]
+    code, out, _ = cli(capsys, "audit", "--env", "staging", "--service", SERVICE)
+    assert "migrated with `alembic upgrade head`" in out
+
+
+def test_accessory_commands(orders_images, sandbox_config, capsys):
+    """status, logs, remove (refused without --yes; the volume kept) and boot again: the data
+    is still there, and both changes are in the audit log."""
+    code, out, _ = cli(capsys, "accessory", "status", "--env", "staging", "--json")
+    assert code == 0
+    states = {s["name"]: s for s in json.loads(out)}
+    assert states["postgres"]["status"] == "running"
+    assert states["postgres"]["volume"] == accessory_volume("staging", "postgres")
+    code, out, _ = cli(capsys, "accessory", "logs", "--env", "staging", "postgres", "--lines", "50")
+    assert code == 0
+    assert "database system is ready to accept connections" in out
+
+    rows = psql("staging", "SELECT count(*) FROM orders")
+    code, _, err = cli(capsys, "accessory", "remove", "--env", "staging", "postgres")
+    assert code == 2
+    assert "--yes" in err
+    code, out, _ = cli(
+        capsys, "accessory", "remove", "--env", "staging", "postgres", "--yes", "--reason", "drill"
+    )
+    assert "postgres: absent" in out
+    code, out, _ = cli(capsys, "accessory", "boot", "--env", "staging", "postgres", "--by", "ops")
+    assert code == 0, out
+    assert "postgres: running" in out
+    assert psql("staging", "SELECT count(*) FROM orders") == rows
+    code, out, _ = cli(capsys, "audit", "--env", "staging", "--json")
+    whats = [(e["what"], e["who"]) for e in json.loads(out)]
+    assert any(what == "accessory remove postgres" for what, _ in whats)
+    assert ("accessory boot postgres", "ops") in whats

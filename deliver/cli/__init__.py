@@ -13,11 +13,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from deliver.cli import approvals, ci, deploy, metrics, release, sandbox, status, webhook
+from deliver.cli import (
+    accessory,
+    approvals,
+    ci,
+    deploy,
+    metrics,
+    operate,
+    release,
+    sandbox,
+    status,
+    webhook,
+)
 from deliver.cli.common import EXIT_FAILED, say
 from deliver.errors import DeliveryError
 
-COMMANDS = (ci, approvals, status, release, metrics, deploy, webhook, sandbox)
+COMMANDS = (ci, approvals, status, release, operate, accessory, metrics, deploy, webhook, sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:

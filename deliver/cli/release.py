@@ -42,6 +42,7 @@ def register(subcommands: Commands) -> None:
     back.add_argument("--requested-by", default="operator", help="who asks for it")
     back.add_argument("--notify", help="notification block as type/name")
     back.add_argument("--target", help="DeployTarget block (default: the environment's name)")
+    back.add_argument("--service", help="the service, where the target serves several")
     add_server_option(back)
     back.set_defaults(handler=rollback)
 
@@ -91,6 +92,7 @@ def rollback(args: argparse.Namespace) -> int:
             requested_by=args.requested_by,
             notify_block=args.notify,
             target_block=args.target,
+            service=args.service,
         )
     except ValidationError as exc:
         return usage_errors(exc, OPTIONS)

@@ -111,6 +111,8 @@ class HistoryRecord:
     detail: str = ""
     approval: Approval | None = None
     checks: tuple[str, ...] = ()  # what passed before it went live: health, each smoke check
+    migration: str = ""  # the migration command this release ran, if it ran one
+    accessories_booted: tuple[str, ...] = ()  # accessories it found absent and booted
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -125,6 +127,10 @@ class HistoryRecord:
             "detail": self.detail[:500],
             "checks": list(self.checks),
         }
+        if self.migration:
+            data["migration"] = self.migration
+        if self.accessories_booted:
+            data["accessories_booted"] = list(self.accessories_booted)
         if self.approval is not None:
             data["approval"] = dataclasses.asdict(self.approval)
         return data
@@ -145,6 +151,8 @@ class HistoryRecord:
             detail=str(data.get("detail", "")),
             approval=Approval(**approval) if isinstance(approval, dict) else None,
             checks=tuple(str(check) for check in data.get("checks", [])),
+            migration=str(data.get("migration", "")),
+            accessories_booted=tuple(str(name) for name in data.get("accessories_booted", [])),
         )
 
 

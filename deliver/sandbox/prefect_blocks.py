@@ -190,9 +190,7 @@ class PrefectBlocks(Component):
             ).save(REGISTRY_BLOCK, overwrite=True)
             for environment in Environment:
                 database: Any = self.orders_database(ctx, environment)  # a JSON secret
-                Secret(value=database).save(
-                    orders_database_secret(environment), overwrite=True
-                )
+                Secret(value=database).save(orders_database_secret(environment), overwrite=True)
                 DeployTarget(**deploy_target_fields(ctx, environment)).save(
                     environment.value, overwrite=True
                 )

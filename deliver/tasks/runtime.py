@@ -63,13 +63,17 @@ def service_env(target: DeployTarget, facts: RuntimeFacts) -> EnvFile:
     return resolve_env(plan)
 
 
-def accessory_runs(target: DeployTarget, service: str | None = None) -> tuple[AccessoryRun, ...]:
-    """The target's accessories (those `service` uses), their secrets read."""
+def accessory_runs(
+    target: DeployTarget, service: str | None = None, *, with_env: bool = True
+) -> tuple[AccessoryRun, ...]:
+    """The target's accessories (those `service` uses), their secrets read `with_env`."""
     return tuple(
         AccessoryRun(
             name=name,
             image=accessory.image,
-            env=resolve_env(EnvPlan(plain=accessory.env, secrets=accessory.secrets)),
+            env=resolve_env(EnvPlan(plain=accessory.env, secrets=accessory.secrets))
+            if with_env
+            else EnvFile(),
             data_path=accessory.data_path,
             publish=accessory.publish,
             container_port=accessory.container_port,

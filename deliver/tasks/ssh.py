@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import paramiko
 
+from deliver import redaction
 from deliver.commands import CommandResult, result_of
 from deliver.errors import (
     DeployTargetInvalid,
@@ -173,6 +174,32 @@ class Remote:
                 host=result.where, command=result.command, exit_code=code, stderr=result.stderr
             )
         return result
+
+    def stream(self, argv: Sequence[str], write: Callable[[str], None]) -> int:
+        """Run `argv`, passing its output (both streams, redacted) to `write` as it comes, until
+        it ends or the caller interrupts; its exit code. For output an operator follows."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostUnreachable(host=str(self.address), detail="the connection is closed")
+        channel = transport.open_session()
+        redactor = redaction.SECRETS.stream()
+        try:
+            channel.set_combine_stderr(True)
+            channel.exec_command(shlex.join(argv))
+            channel.shutdown_write()
+            while True:
+                if channel.recv_ready():
+                    write(redactor.feed(channel.recv(65536).decode(errors="replace")))
+                elif channel.exit_status_ready():
+                    break
+                else:
+                    select.select([channel], [], [], 1.0)
+            write(redactor.finish())
+            return channel.recv_exit_status()
+        except (paramiko.SSHException, OSError) as exc:
+            raise HostUnreachable(host=str(self.address), detail=str(exc)) from exc
+        finally:
+            channel.close()
 
     def write_file(self, path: str, content: bytes) -> None:
         """Replace `path` atomically, readable by the deploy user only: the content goes to a

@@ -12,8 +12,7 @@ import dataclasses
 import json
 import secrets
 import time
-from collections.abc import Iterator, Sequence
-from typing import cast
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from pydantic import SecretStr
 
@@ -33,6 +32,7 @@ from deliver.planning.runtime import (
     EnvFile,
     RuntimeFacts,
     accessory_container,
+    accessory_volume,
     environment_network,
 )
 from deliver.planning.target import HostView, TargetView
@@ -59,6 +59,12 @@ fi
 "$@" -s reload
 """
 ONE_OFF_TIMEOUT_S = 900.0  # a migration's deadline
+AUDIT_FILE = "audit.jsonl"
+APPEND_SCRIPT = """
+umask 077
+if [ -L "$1" ]; then echo "$1 is a symbolic link: refusing to write through it" >&2; exit 4; fi
+cat >> "$1"
+"""
 LABELS = ("slot", "version", "image", "run", "host")
 PS_FORMAT = "|".join(f'{{{{.Label "dev.deliver.{label}"}}}}' for label in LABELS)
 
@@ -82,6 +88,7 @@ class HostSettings:
     env: EnvFile = dataclasses.field(default_factory=EnvFile)
     options: ContainerOptions = dataclasses.field(default_factory=ContainerOptions)
     accessories: tuple[AccessoryRun, ...] = ()  # booted on the target's first host only
+    environment_dir: str = ""  # the environment's own folder on the host: its audit log
 
     def env_file(self, container: str) -> str:
         return f"{self.state_dir}/env/{container}.env"
@@ -204,6 +211,7 @@ def _settings(
         service_host, upstream_file = target.service_host, target.nginx_upstream_file
         host_keys, nginx = target.host_keys, target.nginx_command
         front_url = target.front_url if upstream_file else None
+        environment_dir = target.state_dir
         if (placed := runtime.placement) is not None:
             slot_ports = placed.slot_ports
             state_dir = placed.state_dir or f"{target.state_dir}/{runtime.facts.service}"
@@ -221,6 +229,7 @@ def _settings(
         host_keys = fleet_host.host_keys or target.host_keys
         nginx = fleet_host.nginx_command or target.nginx_command
         front_url = fleet_host.front_url
+        environment_dir = fleet_host.state_dir
     address = SshAddress(host=host, port=port, user=target.user)
     return HostSettings(
         view=HostView(
@@ -245,6 +254,7 @@ def _settings(
         env=runtime.env,
         options=runtime.facts.options,
         accessories=runtime.accessories if first else (),
+        environment_dir=environment_dir,
     )
 
 
@@ -521,6 +531,80 @@ class SshHost:
         content = json.dumps(state.to_json(), indent=2).encode()
         remote.write_file(f"{self.settings.state_dir}/{STATE_FILE}", content)
 
+    def container(self, slot: Slot) -> str:
+        return self._container(slot)
+
+    def follow_logs(
+        self,
+        container: str,
+        write: Callable[[str], None],
+        *,
+        since: str | None = None,
+        lines: int | None = None,
+        follow: bool = False,
+    ) -> int:
+        """`docker logs` of one of the host's containers, redacted, as it comes."""
+        argv = ["docker", "logs", "--timestamps"]
+        argv += ["--since", since] if since else []
+        argv += ["--tail", str(lines)] if lines is not None else []
+        argv += ["--follow"] if follow else []
+        return self._connection().stream([*argv, container], write)
+
+    def accessory(self, name: str) -> AccessoryRun:
+        found = [a for a in self.settings.accessories if a.name == name]
+        if not found:
+            names = ", ".join(a.name for a in self.settings.accessories) or "none"
+            detail = f"no accessory {name!r} (declared: {names})"
+            raise DeployTargetInvalid(block=self.view.ref, field="accessories", detail=detail)
+        return found[0]
+
+    def accessory_state(self, name: str) -> dict[str, str]:
+        """Its container's status, start time and image, and its volume; "absent" if none."""
+        container = accessory_container(self.settings.environment, name)
+        found = self._connection().run(
+            [
+                "docker",
+                "inspect",
+                "--format",
+                "{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}",
+                container,
+            ],
+            check=False,
+        )
+        status, started, image = ([*found.stdout.strip().split("|"), "", "", ""])[:3]
+        volume = accessory_volume(self.settings.environment, name)
+        has_volume = self._connection().run(["docker", "volume", "inspect", volume], check=False)
+        return {
+            "name": name,
+            "container": container,
+            "status": status if found.ok else "absent",
+            "started_at": started if found.ok else "",
+            "image": image if found.ok else self.accessory(name).image,
+            "volume": volume if has_volume.ok else "",
+        }
+
+    def remove_accessory(self, name: str, *, volume: bool) -> None:
+        remote = self._connection()
+        remote.run(["docker", "rm", "-f", accessory_container(self.settings.environment, name)])
+        if volume:
+            volume_name = accessory_volume(self.settings.environment, name)
+            remote.run(["docker", "volume", "rm", "--force", volume_name])
+
+    def append_audit(self, entry: Mapping[str, str]) -> None:
+        """One line of the environment's audit log on the host (the deploy user's alone)."""
+        path = f"{self.settings.environment_dir}/{AUDIT_FILE}"
+        line = (json.dumps(dict(entry), sort_keys=True) + "\n").encode()
+        self._connection().run(["sh", "-c", APPEND_SCRIPT, "append_audit", path], stdin=line)
+
+    def read_audit(self) -> list[dict[str, str]]:
+        path = f"{self.settings.environment_dir}/{AUDIT_FILE}"
+        found = self._connection().run(["cat", path], check=False)
+        entries = []
+        for line in found.stdout.splitlines() if found.ok else []:
+            with contextlib.suppress(json.JSONDecodeError):
+                entries.append({str(k): str(v) for k, v in json.loads(line).items()})
+        return entries
+
     def image_labels(self, image: str) -> dict[str, str]:
         found = self._connection().run(
             ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
@@ -551,20 +635,21 @@ def open_ssh_hosts(
     *,
     service: str | None = None,
     with_env: bool = True,
+    all_accessories: bool = False,
 ) -> Iterator[tuple[TargetView, tuple[SshHost, ...]]]:
     """The target's view and an open `SshHost` per host, closed (connections returned to the
     pool) when the step ends. With `image`, for the service CI labelled it with, else for
     `service` (default the target's app_name); `with_env` reads its env and the accessories'
-    (secrets included), else only its state and containers are to be read."""
+    (secrets included), else only its state and containers are to be read. The accessories are
+    those the service uses, or with `all_accessories` every one of the environment."""
     target = load_target(block)
     facts = image_facts(target, block, image) if image else None
     if facts is None and service is not None and service != target.app_name:
         facts = dataclasses.replace(legacy_facts(target), service=service)
-    env, accessories = EnvFile(), cast(tuple[AccessoryRun, ...], ())
-    if with_env:
-        service_facts = facts or legacy_facts(target)
-        env = service_env(target, service_facts)
-        accessories = accessory_runs(target, service_facts.service)
+    service_facts = facts or legacy_facts(target)
+    env = service_env(target, service_facts) if with_env else EnvFile()
+    used_by = None if all_accessories else service_facts.service
+    accessories = accessory_runs(target, used_by, with_env=with_env)
     view, settings = target_settings(
         block, target=target, facts=facts, env=env, accessories=accessories
     )
