@@ -1,9 +1,11 @@
 """A full delivery run with canary secrets, then a search for them wherever they could leak.
 
-Four canaries (a 40-character token, a multi-line PEM key, a JSON blob, a value with %&'")
-serve as the registry password, the SSH deploy key, the webhook secret and the notification
-URL. After CI, staging, approval and production, the Prefect database (block documents
-excepted), the result storage and the built image are searched for every form of each.
+Five canaries (a 40-character token, a multi-line PEM key, a JSON blob, a value with %&'",
+another token) serve as the registry password, the SSH deploy key, the webhook secret, the
+notification URL and a secret in the service's env. After CI, staging, approval and production,
+the Prefect database (block documents excepted: runs, task runs, logs, artifacts, events), the
+result storage and the built image are searched for every form of each, and the running
+container's command line for the env secret.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def secrets(chat) -> dict[str, str]:
         "ssh key": canaries.pem_key(),
         "webhook secret": canaries.JSON_BLOB,
         "notification url": f"http://127.0.0.1:{chat[1]}/hook?t={canaries.AWKWARD}",
+        "env secret": canaries.ENV_SECRET,
     }
 
 
@@ -121,9 +124,12 @@ def canary_blocks(secrets, sandbox_config, registry, prefect_api) -> Iterator[No
                 "private_key": secrets["ssh key"],
                 "registry_block": "canary-registry",
                 "staging_target": "canary-staging" if environment == "production" else None,
+                "env": {"APP_MODE": "canary"},
+                "secrets": {"APP_TOKEN": "canary-app-token"},
             }
         ).save(f"canary-{environment}", overwrite=True)
     Secret(value=secrets["webhook secret"]).save("canary-webhook-secret", overwrite=True)
+    Secret(value=secrets["env secret"]).save("canary-app-token", overwrite=True)
     CustomWebhookNotificationBlock(
         name="canary chat",
         url="{{url}}",
@@ -341,6 +347,32 @@ def test_no_canary_reaches_the_database_results_or_image(
     for where, data in image_text(delivered["image"], base_image):
         search(f"image {where}", data)
     assert hits == []
+
+
+def test_the_env_secret_is_in_a_private_env_file_not_on_a_command_line(
+    delivered, secrets, sandbox_config
+):
+    """Production's live container got the env secret from its 0600 env file; its command line
+    (docker inspect's Path, Args, Cmd) never held it."""
+    state = json.loads(
+        (sandbox_config.state_dir / "hosts" / "production" / "release-state.json").read_text()
+    )
+    container = f"stock-api-production-{state['live']['slot']}"
+    inspect = [
+        "docker",
+        "inspect",
+        "--format",
+        "{{json .Path}} {{json .Args}} {{json .Config.Cmd}}",
+    ]
+    command_line = subprocess.run([*inspect, container], capture_output=True, check=True).stdout
+    assert matcher({"env": secrets["env secret"]})["env"].search(command_line) is None
+    env = ["docker", "exec", container, "printenv", "APP_TOKEN"]
+    assert (
+        subprocess.run(env, capture_output=True, text=True, check=True).stdout.strip()
+        == (secrets["env secret"])
+    )
+    env_file = sandbox_config.state_dir / "hosts" / "production" / "env" / f"{container}.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_canaries_were_really_used(delivered, sandbox_config, chat):
