@@ -6,8 +6,15 @@
   at a fixed rate, across a production blue-green switch; target 0 failed of at least 6,000;
 - resume_to_switch_s: from the approve call returning to the switch_traffic task starting,
   the median over `--approvals` paused production releases (the last one under the load);
-- staging_deploy_s: a staging release (pull, start, health, smoke) from call to return.
+- staging_deploy_s: a staging release (pull, start, health, smoke) from call to return, min /
+  median / max of `--staging-repeat` releases after the first (staging_first_deploy_s).
 The sample goes through CI first (mostly cached); the sandbox must be up.
+
+With `--example orders-api` the service is orders-api, with its PostgreSQL and Redis
+accessories and its migration: its staging and production data are reset first (accessories,
+volumes, state), every release runs `alembic upgrade head`, the quiet production releases with
+nothing to migrate, and the one under load with a migration that adds a column. Its first
+staging release boots the accessories.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from deliver import commands
 from deliver.cli.ci import current_ref, run_ci
 from deliver.sandbox import use_sandbox
 
@@ -68,6 +78,14 @@ async def load(url: str, *, seconds: float, clients: int, rps: float) -> dict[st
 
     await asyncio.gather(*(client(i) for i in range(clients)))
     return {**counts, "errors": errors}
+
+
+def spread(seconds: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(seconds), 2),
+        "median": round(statistics.median(seconds), 2),
+        "max": round(max(seconds), 2),
+    }
 
 
 def switch_started_at(flow_run_id: Any) -> float | None:
@@ -115,6 +133,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rps", type=float, default=120.0)
     parser.add_argument("--approvals", type=int, default=5, help="paused releases to time")
+    parser.add_argument(
+        "--staging-repeat", type=int, default=5, help="staging releases timed after the first"
+    )
+    parser.add_argument("--example", choices=["stock-api", "orders-api"], default="stock-api")
     parser.add_argument("--load-only", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_only:
@@ -130,33 +152,45 @@ def main() -> None:
     from flows.release import ReleaseParameters, release
 
     config = sandbox.config_from_env()
-    _, ci = run_ci(
-        CiParameters(
-            repo=str(PROJECT_DIR),
-            ref=current_ref(str(PROJECT_DIR)),
-            spec_path="examples/stock-api/deliver.yaml",
-            advisory_url=implied["advisory_url"],
-            build_args={"BASE_IMAGE": implied["base_image"]},
-            cache_dir=implied["cache_dir"],
+    if args.example == "orders-api":
+        reset_orders_api(config)
+        images = [ci_of(orders_repo(migration), implied) for migration in (None, COLUMN)]
+        front = config.orders_front_url
+    else:
+        _, ci = run_ci(
+            CiParameters(
+                repo=str(PROJECT_DIR),
+                ref=current_ref(str(PROJECT_DIR)),
+                spec_path="examples/stock-api/deliver.yaml",
+                advisory_url=implied["advisory_url"],
+                cache_dir=implied["cache_dir"],
+            )
         )
-    )
-    common = {"image": ci.image, "git_sha": ci.sha, "requested_by": "bench"}
+        images = [(ci.image, ci.sha), (ci.image, ci.sha)]
+        front = config.production_front_url
+    image, sha = images[0]
+    common = {"image": image, "git_sha": sha, "requested_by": "bench"}
 
-    started = time.perf_counter()
-    staged = release(
-        ReleaseParameters(environment="staging", version="bench-0", **common), return_state=True
-    )
-    staging_deploy_s = time.perf_counter() - started
-    if not staged.is_completed():
-        raise SystemExit(f"staging release failed: {staged.message}")
+    def staged(version: str, **changes: str) -> float:
+        started = time.perf_counter()
+        done = release(
+            ReleaseParameters(environment="staging", version=version, **{**common, **changes}),
+            return_state=True,
+        )
+        if not done.is_completed():
+            raise SystemExit(f"staging release failed: {done.message}")
+        return time.perf_counter() - started
 
-    def approved_release(version: str) -> tuple[Any, float]:
+    staging_first_deploy_s = staged("bench-0")
+    staging_runs = [staged(f"bench-0-{n}") for n in range(args.staging_repeat)]
+
+    def approved_release(version: str, **changes: str) -> tuple[Any, float]:
         """A paused production release of `version`, approved once waiting; (state, approved)."""
         outcome: dict[str, Any] = {}
 
         def run() -> None:
             outcome["state"] = release(
-                ReleaseParameters(environment="production", version=version, **common),
+                ReleaseParameters(environment="production", version=version, **common | changes),
                 return_state=True,
             )
 
@@ -186,9 +220,12 @@ def main() -> None:
         return round(switched - approved, 3) if switched else None
 
     quiet = [resume_to_switch(*approved_release(f"bench-{n}")) for n in range(1, args.approvals)]
-    loader = load_in_subprocess(f"{config.production_front_url}/health", args)
+    last = {"image": images[1][0], "git_sha": images[1][1]}
+    if last["image"] != image:
+        staged(f"bench-{args.approvals}", **last)
+    loader = load_in_subprocess(f"{front}/health", args)
     time.sleep(args.seconds / 4)
-    state, approved = approved_release(f"bench-{args.approvals}")
+    state, approved = approved_release(f"bench-{args.approvals}", **last)
     under_load = resume_to_switch(state, approved)
     counts = json.loads(loader.communicate()[0])
     measured = [s for s in [*quiet, under_load] if s is not None]
@@ -206,12 +243,82 @@ def main() -> None:
                 "resume_to_switch_each_s": quiet,
                 "resume_to_switch_under_load_s": under_load,
                 "after_approval_under_load_s": timeline(state.state_details.flow_run_id, approved),
-                "staging_deploy_s": round(staging_deploy_s, 2),
+                "example": args.example,
+                "migration_under_load": "adds a column" if args.example == "orders-api" else None,
+                "staging_deploy_s": spread(staging_runs),
+                "staging_first_deploy_s": round(staging_first_deploy_s, 2),
                 "targets": {"requests_failed": "0 of >= 6000", "resume_to_switch_s": "< 1.5"},
             },
             indent=2,
         )
     )
+
+
+COLUMN = '''"""A nullable column the live version never reads."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    op.add_column("orders", sa.Column("bench_note", sa.String(200), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("orders", "bench_note")
+'''
+
+
+def orders_repo(migration: str | None) -> Path:
+    """examples/orders-api as a repository of its own, with a second migration if given."""
+    repo = Path(tempfile.mkdtemp(prefix="bench-orders-")) / "orders-api"
+    shutil.copytree(PROJECT_DIR / "examples" / "orders-api", repo)
+    (repo / "bench.txt").write_text(f"{time.time()}\n")  # a build of its own each run
+    if migration:
+        (repo / "migrations" / "versions" / "0002_bench.py").write_text(migration)
+    for argv in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "b"],
+    ):
+        done = commands.run(argv, cwd=repo, timeout_s=60)
+        if not done.ok:
+            raise SystemExit(f"{' '.join(argv)}: {done.tail()}")
+    return repo
+
+
+def ci_of(repo: Path, implied: dict[str, str]) -> tuple[str, str]:
+    from flows.ci import CiParameters
+
+    _, ci = run_ci(
+        CiParameters(
+            repo=str(repo),
+            ref="main",
+            advisory_url=implied["advisory_url"],
+            cache_dir=implied["cache_dir"],
+        )
+    )
+    return ci.image, ci.sha
+
+
+def reset_orders_api(config: Any) -> None:
+    """orders-api's slots, state, accessories and their data volumes gone, in both environments."""
+    from deliver.planning.runtime import accessory_container, accessory_volume
+
+    listed = commands.run(
+        ["docker", "ps", "-aq", "--filter", "label=dev.deliver.app=orders-api"], timeout_s=60
+    )
+    names = listed.stdout.split()
+    volumes = []
+    for environment in ("staging", "production"):
+        names += [accessory_container(environment, name) for name in ("postgres", "redis")]
+        volumes += [accessory_volume(environment, name) for name in ("postgres", "redis")]
+        shutil.rmtree(config.state_dir / "hosts" / environment / "orders-api", ignore_errors=True)
+    commands.run(["docker", "rm", "-f", *names], timeout_s=120)
+    commands.run(["docker", "volume", "rm", "-f", *volumes], timeout_s=60)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ def main() -> None:
             "spec_path": "deliver.yaml",
             "advisory_url": implied["advisory_url"],
             "cache_dir": implied["cache_dir"],
-            "build_args": {"BASE_IMAGE": implied["base_image"]},
         },
     )
     server = serve(settings, port=0)
