@@ -149,7 +149,7 @@ def main() -> None:
     from deliver import sandbox
     from deliver.prefect_api import decide, waiting_releases
     from flows.ci import CiParameters
-    from flows.release import ReleaseParameters, release
+    from flows.release import ReleaseParameters, release_here
 
     config = sandbox.config_from_env()
     if args.example == "orders-api":
@@ -173,9 +173,8 @@ def main() -> None:
 
     def staged(version: str, **changes: str) -> float:
         started = time.perf_counter()
-        done = release(
-            ReleaseParameters(environment="staging", version=version, **{**common, **changes}),
-            return_state=True,
+        done = release_here(
+            ReleaseParameters(environment="staging", version=version, **{**common, **changes})
         )
         if not done.is_completed():
             raise SystemExit(f"staging release failed: {done.message}")
@@ -189,9 +188,8 @@ def main() -> None:
         outcome: dict[str, Any] = {}
 
         def run() -> None:
-            outcome["state"] = release(
-                ReleaseParameters(environment="production", version=version, **common | changes),
-                return_state=True,
+            outcome["state"] = release_here(
+                ReleaseParameters(environment="production", version=version, **common | changes)
             )
 
         runner = threading.Thread(target=run)

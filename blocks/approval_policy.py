@@ -5,7 +5,7 @@ from __future__ import annotations
 import binascii
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from deliver.planning.approval import decode_secret
 
@@ -29,6 +29,26 @@ class ApprovalPolicy(Block):
     timeout_s: float = Field(
         default=86400.0, gt=0, description="How long a release waits for approval (24 h)."
     )
+    rollback_needs_approval: bool = Field(
+        default=True,
+        description="Whether a production rollback waits for an approval, as a release does "
+        "(it can be given at once, with the same form).",
+    )
+    emergency_rollback: list[str] = Field(
+        default_factory=list,
+        description="People who may approve their own production rollback, in an emergency; "
+        "each needs a TOTP secret here and gives a one-time code. It is recorded as theirs.",
+    )
+
+    @model_validator(mode="after")
+    def _emergency_needs_codes(self) -> ApprovalPolicy:
+        without = [name for name in self.emergency_rollback if name not in self.totp_secrets]
+        if without:
+            raise ValueError(
+                f"emergency_rollback: {', '.join(without)} must have a TOTP secret "
+                "(totp_secrets): an emergency rollback is proven with a one-time code"
+            )
+        return self
 
     @field_validator("totp_secrets")
     @classmethod

@@ -59,6 +59,7 @@ class WaitingRelease:
     image: str
     requested_by: str
     waiting_since: str
+    kind: str = "release"  # or "rollback"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,7 +68,7 @@ class WaitingRelease:
 async def _waiting() -> list[WaitingRelease]:
     async with get_client() as client:
         runs = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["release"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["release", "rollback"])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
             ),
@@ -75,12 +76,15 @@ async def _waiting() -> list[WaitingRelease]:
     waiting = []
     for run in runs:
         parameters = run.parameters.get("parameters", {})
+        rollback = "version" not in parameters
+        version = parameters.get("to_version") or "the previous kept version"
         waiting.append(
             WaitingRelease(
                 run_id=str(run.id),
                 run_name=run.name,
+                kind="rollback" if rollback else "release",
                 environment=str(parameters.get("environment", "?")),
-                version=str(parameters.get("version", "?")),
+                version=str(version if rollback else parameters.get("version", "?")),
                 image=str(parameters.get("image", "?")),
                 requested_by=str(parameters.get("requested_by", "?")),
                 waiting_since=run.state.timestamp.isoformat() if run.state else "?",

@@ -18,7 +18,14 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver.errors import BuildFailed, CheckFailed, ChecksFailed
-from deliver.planning.ci import BuildPlan, TestCounts, plan_build, ref_name_problem
+from deliver.planning.ci import (
+    BuildPlan,
+    TestCounts,
+    plan_build,
+    ref_name_problem,
+    standard_build_args,
+)
+from deliver.planning.dockerfile import declared_args
 from deliver.planning.events import ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
@@ -295,11 +302,17 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
     if not (context / app.spec.image.dockerfile).is_file():  # before any container starts
         detail = f"no {app.spec.image.dockerfile} in the build context"
         raise BuildFailed(context=str(context), detail=detail)
+    given = {**app.spec.image.build_args, **parameters.build_args}
+    declared = declared_args((context / app.spec.image.dockerfile).read_text(errors="replace"))
+    standard = standard_build_args(
+        app.checkout.resolved, source=parameters.repo, declared=declared, given=given
+    )
     return plan_build(
         image_name=app.spec.image.name,
         context=str(context),
         dockerfile=app.spec.image.dockerfile,
-        build_args={**app.spec.image.build_args, **parameters.build_args},
+        build_args=given,
+        describing_args=standard,
         tree_digest=context_digest(context, app.spec.image.dockerfile),
         resolved=app.checkout.resolved,
         source=parameters.repo,

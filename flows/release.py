@@ -8,9 +8,10 @@ approval between preparing its first batch and switching it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, Literal, cast
 
 from prefect import State, flow, get_run_logger
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deliver.approval_gate import await_decision
 from deliver.errors import DeployTargetInvalid, NothingToRollBackTo, NotOnStaging
-from deliver.planning.approval import Decision, evidence_markdown
+from deliver.planning.approval import Decision, evidence_markdown, rollback_evidence_markdown
 from deliver.planning.fleet import batches
 from deliver.planning.notices import Notice, NoticeKind, checked_block_reference
 from deliver.planning.release import (
@@ -40,7 +41,13 @@ from deliver.planning.release import (
 )
 from deliver.planning.target import TargetView
 from deliver.rollout import Request, Rollout, now
-from deliver.tasks.approval import check_decision, find_ci_evidence, read_approval_timeout
+from deliver.tasks.approval import (
+    check_decision,
+    find_ci_evidence,
+    read_approval_timeout,
+    read_emergency_rollback,
+    read_rollback_policy,
+)
 from deliver.tasks.deploy import open_target
 from deliver.tasks.limits import held, release_limit_name
 from deliver.tasks.notify import notification_block, notify, run_link
@@ -170,8 +177,14 @@ def _request(parameters: ReleaseParameters, run: str) -> Request:
 
 
 @flow(name="release", log_prints=True)
-def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
+async def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     """Deploy `parameters.image` to its environment; on failure the old version keeps serving."""
+    # The work is sync (SSH, HTTP, waits) and runs in a thread that keeps the run's context: an
+    # async flow ends without the sync engine's join of its heartbeat thread (up to 1 s a run).
+    return await asyncio.to_thread(_release, parameters)
+
+
+def _release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     if parameters.notify_block:
         notification_block(parameters.notify_block)  # a wrong name fails before any host
     run = str(flow_run.get_id() or "")
@@ -238,18 +251,7 @@ def approve_then_deploy(
     )
 
     def wait(remaining_s: int, key: str) -> Decision | None:
-        try:
-            answer = _wait_for_decision(form, remaining_s, key)
-        except FlowPauseTimeout:
-            # Past the pause deadline the server allows no other transition: it ends the run
-            # as Failed("The flow was paused and never resumed."). Say why, and change nothing.
-            return None
-        return Decision(
-            decision=answer.decision,
-            approver=answer.approver,
-            reason=answer.reason,
-            code=answer.code,
-        )
+        return next_decision(form, remaining_s, key)
 
     def decided(decision: Decision | None) -> ReleaseResult | State[Any]:
         with rollout_of(
@@ -281,6 +283,19 @@ def approve_then_deploy(
         decided=decided,
         timeout_s=timeout_s,
         log=get_run_logger(),
+    )
+
+
+def next_decision(form: type[ApprovalDecision], remaining_s: int, key: str) -> Decision | None:
+    """The next resume's answer, or None once the wait is over."""
+    try:
+        answer = _wait_for_decision(form, remaining_s, key)
+    except FlowPauseTimeout:
+        # Past the pause deadline the server allows no other transition: it ends the run as
+        # Failed("The flow was paused and never resumed."). Say why, and change nothing.
+        return None
+    return Decision(
+        decision=answer.decision, approver=answer.approver, reason=answer.reason, code=answer.code
     )
 
 
@@ -325,6 +340,10 @@ class RollbackParameters(BaseModel):
         pattern=r"^[a-z][a-z0-9-]{0,62}$",
         description="Which service, where the target serves several; default its app_name.",
     )
+    approval_policy: str = Field(
+        default="production-approvals",
+        description="ApprovalPolicy block: whether a production rollback waits for an approval.",
+    )
     notify_block: str | None = Field(
         default=None, description="Notification block as type/name; none: silent."
     )
@@ -351,16 +370,24 @@ class RollbackParameters(BaseModel):
 
 
 @flow(name="rollback", log_prints=True)
-def rollback(parameters: RollbackParameters) -> ReleaseResult:
+async def rollback(parameters: RollbackParameters) -> ReleaseResult | State[Any]:
     """Put a kept version back with the release's own start, health, switch and smoke steps."""
+    return await asyncio.to_thread(_rollback, parameters)
+
+
+def _rollback(parameters: RollbackParameters) -> ReleaseResult | State[Any]:
     if parameters.notify_block:
         notification_block(parameters.notify_block)
     run = str(flow_run.get_id() or "")
     block = parameters.target_block or parameters.environment
     with open_target(block, service=parameters.service, with_env=False) as (target, hosts):
         environment = target.environment
+        needs_approval, timeout_s = False, 0.0
+        if environment == APPROVED_ENVIRONMENT:
+            needs_approval, timeout_s = read_rollback_policy(parameters.approval_policy)
         with environment_lock(environment):
-            choice = rollback_choice(hosts[0].read_state(), parameters.to_version)
+            state = hosts[0].read_state()
+            choice = rollback_choice(state, parameters.to_version)
             if isinstance(choice, str):
                 raise NothingToRollBackTo(environment=environment, detail=choice)
             image, version, git_sha = choice
@@ -372,5 +399,82 @@ def rollback(parameters: RollbackParameters) -> ReleaseResult:
                 run=run,
                 outcome=Outcome.ROLLED_BACK,
             )
-            with rollout_of(block, parameters.notify_block, run, image) as rollout:
-                return rollout.deploy(request)
+            if not needs_approval:
+                with rollout_of(block, parameters.notify_block, run, image) as rollout:
+                    return rollout.deploy(request)
+    return approve_then_roll_back(parameters, block, target, request, state, int(timeout_s))
+
+
+def approve_then_roll_back(
+    parameters: RollbackParameters,
+    block: str,
+    target: TargetView,
+    request: Request,
+    production: HostState,
+    timeout_s: int,
+) -> ReleaseResult | State[Any]:
+    """A production rollback waits for an approval like a release (one that may be given at
+    once); people the policy lists for emergencies may approve their own, with their code."""
+    emergency = read_emergency_rollback(parameters.approval_policy)
+    evidence = rollback_evidence_markdown(
+        environment=target.environment,
+        to_version=request.version,
+        image=request.image,
+        requested_by=request.requested_by,
+        production=production,
+        emergency=emergency,
+    )
+    form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
+    notify(
+        parameters.notify_block,
+        Notice(
+            kind=NoticeKind.APPROVAL_WAITING,
+            service=target.app_name,
+            version=request.version,
+            environment=target.environment,
+            link=run_link(request.run),
+            detail=f"rollback requested by {request.requested_by}; waits {timeout_s} s",
+            command=f'deliver approve {request.run} --approver <you> --reason "<why>"',
+        ),
+    )
+    was_live = production.live.image if production.live else None
+
+    def decided(decision: Decision | None) -> ReleaseResult | State[Any]:
+        if decision is None:
+            return Cancelled(message=f"No decision within {timeout_s} s: nothing was changed.")
+        if decision.decision == "reject":
+            message = f"Rejected by {decision.approver}: {decision.reason}"
+            get_run_logger().info(message)
+            return Cancelled(message=message + " Nothing was changed.")
+        with rollout_of(block, parameters.notify_block, request.run, request.image) as rollout:
+            live = rollout.record_host.read_state().live
+            if (live.image if live else None) != was_live:
+                detail = "what serves changed while the rollback waited; ask for it again"
+                raise NothingToRollBackTo(environment=target.environment, detail=detail)
+            reason = decision.reason or "(no reason)"
+            get_run_logger().info("Rollback approved by %s: %s", decision.approver, reason)
+            approval = Approval(approver=decision.approver, reason=decision.reason, at=now())
+            return rollout.deploy(dataclasses.replace(request, approval=approval))
+
+    return await_decision(
+        wait=lambda remaining_s, key: next_decision(form, remaining_s, key),
+        refusal=lambda d: check_decision(
+            parameters.approval_policy, d, request.requested_by, rollback=True
+        ),
+        locked=lambda: environment_lock(target.environment),
+        decided=decided,
+        timeout_s=timeout_s,
+        log=get_run_logger(),
+    )
+
+
+def release_here(parameters: ReleaseParameters) -> State[Any]:
+    """Run `release` in this process, from sync code; its final state."""
+    call = release(parameters, return_state=True)
+    return asyncio.run(cast(Coroutine[Any, Any, State[Any]], call))
+
+
+def rollback_here(parameters: RollbackParameters) -> State[Any]:
+    """Run `rollback` in this process, from sync code; its final state."""
+    call = rollback(parameters, return_state=True)
+    return asyncio.run(cast(Coroutine[Any, Any, State[Any]], call))

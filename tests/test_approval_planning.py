@@ -129,3 +129,51 @@ def test_the_evidence_says_what_passed_on_staging_not_a_fixed_sentence():
     legacy = HistoryRecord(at="t1", outcome=Outcome.LIVE, version="1.2", image=image)
     assert "which checks ran there was not recorded" in evidence(legacy)
     assert "health and smoke checks passed" not in evidence(legacy)
+
+
+def test_an_emergency_rollback_is_approved_by_its_requester_with_a_code_only():
+    """Dave may approve his own production rollback with his code: not without a code, not a
+    release, and not someone else's rollback (he is no approver)."""
+    at = 1_700_000_000.0
+    secret = base64.b32encode(RFC_SECRET).decode()
+    policy = PolicyView(
+        approvers=("alice",),
+        allow_self_approval=False,
+        totp_secrets={"dave": secret},
+        emergency_rollback=("dave",),
+    )
+
+    def judged(approver: str, requester: str, *, code: str = "", rollback: bool = True) -> str:
+        decision = Decision(decision="approve", approver=approver, reason="", code=code)
+        return refusal(policy, decision, requester=requester, at=at, rollback=rollback) or "ok"
+
+    code = totp(RFC_SECRET, at=at)
+    assert judged("dave", "dave", code=code) == "ok"
+    assert "wrong" in judged("dave", "dave")
+    assert "not an approver" in judged("dave", "dave", code=code, rollback=False)
+    assert "not an approver" in judged("dave", "erin", code=code)
+    assert "may not approve" in judged("alice", "alice")  # not listed for emergencies
+
+
+def test_the_rollback_evidence_names_what_serves_and_what_comes_back():
+    from deliver.planning.approval import rollback_evidence_markdown
+    from deliver.planning.release import HistoryRecord, HostState, Outcome, Release, Slot
+
+    old, new = "reg/app@sha256:" + "1" * 64, "reg/app@sha256:" + "2" * 64
+    state = HostState(
+        live=Release(version="2.0", image=new, git_sha="b" * 7, slot=Slot.GREEN, since="t2"),
+        kept=(new, old),
+        history=(HistoryRecord(at="t1", outcome=Outcome.LIVE, version="1.0", image=old),),
+    )
+    text = rollback_evidence_markdown(
+        environment="production",
+        to_version="1.0",
+        image=old,
+        requested_by="dave",
+        production=state,
+        emergency=("dave",),
+    )
+    assert "## Roll production back to 1.0" in text
+    assert "production now: 2.0" in text
+    assert "it went live at t1" in text
+    assert "dave may approve their own rollback" in text

@@ -13,7 +13,7 @@ from blocks.approval_policy import ApprovalPolicy
 from blocks.deploy_target import DeployTarget
 from deliver.errors import BlockInvalid, DeployTargetInvalid
 from deliver.prefect_api import final_task_runs
-from flows.release import ReleaseParameters, release
+from flows.release import ReleaseParameters, release_here
 
 IMAGE = "127.0.0.1:5001/never-pulled@sha256:" + "ab" * 32
 BAD_SECRET = "cnry-not-base32-!!-1"  # noqa: S105 (a deliberately malformed canary)
@@ -28,7 +28,7 @@ def attempt(environment: str, **blocks: str) -> tuple[Any, Any]:
         requested_by="tester",
         **blocks,
     )
-    state = release(parameters, return_state=True)
+    state = release_here(parameters)
     return state, state.result(raise_on_failure=False)
 
 

@@ -273,3 +273,59 @@ def test_the_build_plan_names_the_image_once_for_every_step():
     assert first.labels["dev.deliver.source-tree"] == first.source_tag
     assert first.labels["org.opencontainers.image.version"] == "1.2.0"
     assert plan(VERSION="1.2.1").source_tag != first.source_tag
+
+
+def test_ci_passes_the_usual_build_args_the_dockerfile_declares():
+    """VERSION and GIT_SHA (and the OCI ones) when declared and not set by the spec; they
+    describe the build but are not its identity, so an unchanged tree is still reused."""
+    from deliver.planning.ci import plan_build, standard_build_args
+    from deliver.planning.dockerfile import declared_args
+
+    dockerfile = "FROM python:3.12-slim\nCOPY . /app\nARG VERSION=dev\narg GIT_SHA\nARG OTHER=1\n"
+    declared = declared_args(dockerfile)
+    assert declared == {"VERSION", "GIT_SHA", "OTHER"}
+    tag = resolved(RefKind.TAG, "v2.0.0")
+    standard = standard_build_args(tag, source="repo", declared=declared, given={"GIT_SHA": "x"})
+    assert standard == {"VERSION": "2.0.0"}
+
+    def plan(ref: ResolvedRef) -> Any:
+        return plan_build(
+            image_name="app",
+            context="/src",
+            dockerfile="Dockerfile",
+            build_args={},
+            tree_digest="e" * 64,
+            resolved=ref,
+            source="repo",
+            describing_args=standard_build_args(ref, source="repo", declared=declared, given={}),
+        )
+
+    on_tag, on_main = plan(tag), plan(resolved(RefKind.BRANCH, "main"))
+    assert on_tag.build_args == {"VERSION": "2.0.0", "GIT_SHA": SHA}
+    assert on_main.build_args == {"VERSION": SHA[:7], "GIT_SHA": SHA}
+    assert on_tag.source_tag == on_main.source_tag
+
+
+def test_the_runtime_facts_are_a_label_and_part_of_the_source_tag():
+    """A release of the image reads them back as they were; changing them rebuilds."""
+    from deliver.planning.ci import plan_build
+    from deliver.planning.runtime import RUNTIME_LABEL, RuntimeFacts
+
+    facts = RuntimeFacts(service="app", port=8000, required_env=("DATABASE_URL",))
+
+    def plan(runtime: RuntimeFacts) -> Any:
+        return plan_build(
+            image_name="app",
+            context="/src",
+            dockerfile="Dockerfile",
+            build_args={},
+            tree_digest="e" * 64,
+            resolved=resolved(RefKind.BRANCH, "main"),
+            source="repo",
+            runtime=runtime,
+        )
+
+    first = plan(facts)
+    assert RuntimeFacts.from_label(first.labels[RUNTIME_LABEL]) == facts
+    moved = RuntimeFacts(service="app", port=9000, required_env=("DATABASE_URL",))
+    assert plan(moved).source_tag != first.source_tag

@@ -27,9 +27,10 @@ from deliver.planning.registry import read_push_stream
 from deliver.prefect_api import read_release_records
 from deliver.sandbox.services.chat_inbox import Inbox
 from flows.ci import CiParameters
-from flows.release import RollbackParameters, rollback
+from flows.release import RollbackParameters, rollback_here
 from tests.chat import chat_block
 from tests.conftest import PROJECT_DIR
+from tests.policies import rollbacks_without_approval
 from tests.test_release import ProductionRelease, reset_hosts, run_release
 
 NOTIFY = "custom-webhook/history-chat"
@@ -124,8 +125,13 @@ def history(images, inbox, sandbox_config) -> dict[str, Any]:
     for version in ("3.0.1", "3.0.2", "3.0.3", "3.0.4"):
         block = "staging-no-smoke" if version == "3.0.3" else "staging"
         outcomes[version], windows[version] = _ship(images[version], version, block)
-    back = RollbackParameters(environment="production", requested_by="oncall", notify_block=NOTIFY)
-    outcomes["rollback"], windows["rollback"] = _timed(lambda: rollback(back, return_state=True))
+    back = RollbackParameters(
+        environment="production",
+        requested_by="oncall",
+        notify_block=NOTIFY,
+        approval_policy=rollbacks_without_approval(),
+    )
+    outcomes["rollback"], windows["rollback"] = _timed(lambda: rollback_here(back))
     outcomes["3.0.5"], windows["3.0.5"] = _ship(images["3.0.5"], "3.0.5")
     return {"started": started, "windows": windows, "outcomes": outcomes}
 

@@ -192,12 +192,17 @@ def test_health_failing_on_the_second_host_switches_the_first_back(
 
 def test_rollback_returns_every_host_to_a_kept_version(fleet_images, sandbox_config):
     """`rollback` of a fleet: every host back on 4.0.1 the same way, host by host."""
-    from flows.release import RollbackParameters, rollback
+    from flows.release import RollbackParameters, rollback_here
+    from tests.policies import rollbacks_without_approval
 
     parameters = RollbackParameters(
-        environment="production", target_block=QUICK, to_version="4.0.1", requested_by="tester"
+        environment="production",
+        target_block=QUICK,
+        to_version="4.0.1",
+        requested_by="tester",
+        approval_policy=rollbacks_without_approval(),
     )
-    state = rollback(parameters, return_state=True)
+    state = rollback_here(parameters)
     assert state.is_completed(), state.result(raise_on_failure=False)
     assert fleet_versions(sandbox_config) == {h: ("4.0.1", "4.0.1") for h in HOSTS}
     assert {served(sandbox_config.fleet_front_url) for _ in range(9)} == {"4.0.1"}

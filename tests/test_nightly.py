@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, cast
 
 import pytest
@@ -88,7 +88,7 @@ def test_a_failed_nightly_is_notified_once(inbox, tmp_path):
     parameters = NightlyParameters(
         repo=str(tmp_path / "gone"), benchmarks=[], notify_block="custom-webhook/nightly-chat"
     )
-    state = nightly(parameters, return_state=True)
+    state = asyncio.run(cast(Coroutine[Any, Any, Any], nightly(parameters, return_state=True)))
     assert state.is_failed()
     texts = [message["text"] for message in inbox.messages()]
     assert len(texts) == 1

@@ -27,7 +27,7 @@ from deliver.planning.runtime import (
 )
 from deliver.sandbox.config import Environment
 from deliver.sandbox.prefect_blocks import orders_database_secret
-from flows.release import RollbackParameters, rollback
+from flows.release import RollbackParameters, rollback_here
 from tests.load import Load
 from tests.test_job_containers import ORDERS, ci_on_sandbox, repo_from
 from tests.test_release import ProductionRelease, run_release
@@ -229,7 +229,7 @@ def test_accessory_data_survives_a_release_and_a_rollback(orders_images, sandbox
     started_at = _started_at(postgres)
 
     parameters = RollbackParameters(environment="staging", service=SERVICE, requested_by="tester")
-    state = rollback(parameters, return_state=True)
+    state = rollback_here(parameters)
     assert state.is_completed(), state.result(raise_on_failure=False)
     url = live_url(sandbox_config, "staging")
     assert httpx.get(f"{url}/orders/{order['id']}", timeout=10).json() == order

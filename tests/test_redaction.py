@@ -130,3 +130,19 @@ def test_a_secret_too_short_to_mask_is_refused_naming_the_field_not_the_value():
         registry_url="r.example",
     )
     refuse_unmaskable_secrets(long_enough, "DockerRegistryCredentials", "registry")
+
+
+def test_the_prefect_api_auth_string_is_masked_once_a_block_could_be_loaded():
+    """Whoever reads the auth string can drive the API: it is a registered secret."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
+
+    from deliver.redaction import redact
+    from deliver.tasks.loading import register_prefect_credentials
+
+    auth = "admin:api-auth-canary-5Jq8Wz"
+    with temporary_settings(updates={PREFECT_API_AUTH_STRING: auth}):
+        register_prefect_credentials()
+    assert (
+        redact(f"curl -u {auth} http://127.0.0.1:4200/api")
+        == "curl -u *** http://127.0.0.1:4200/api"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -19,7 +20,7 @@ from typing import Any, cast
 import docker.errors
 import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from blocks.approval_policy import ApprovalPolicy
 from blocks.deploy_target import DeployTarget
@@ -34,7 +35,7 @@ from deliver.planning.approval import decode_secret, totp
 from deliver.planning.release import nginx_upstream
 from deliver.prefect_api import decide, waiting_releases
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
-from flows.release import ReleaseParameters, release
+from flows.release import ReleaseParameters, RollbackParameters, release_here, rollback_here
 from tests.conftest import PROJECT_DIR
 from tests.images import push_sample
 
@@ -80,7 +81,7 @@ def run_release(image: str, environment: str, version: str, **extra: Any) -> tup
         requested_by="tester",
         **extra,
     )
-    state = release(parameters, return_state=True)
+    state = release_here(parameters)
     return state, state.result(raise_on_failure=False)
 
 
@@ -158,8 +159,8 @@ def _release_process(
         image=image, environment=DRILL, version=version, git_sha=SHA, requested_by=requested_by
     )
     script = (
-        "import sys; from flows.release import ReleaseParameters, release; "
-        "release(ReleaseParameters.model_validate_json(sys.argv[1]))"
+        "import sys; from flows.release import ReleaseParameters, release_here; "
+        "release_here(ReleaseParameters.model_validate_json(sys.argv[1]))"
     )
     argv = [sys.executable, "-c", script, parameters.model_dump_json()]
     with log.open("ab") as out:
@@ -579,8 +580,20 @@ def test_resume_violating_the_policy_keeps_waiting(images, sandbox_config):
     assert result.approval.approver == "demo-approver"
 
 
+def waiting_rollback(timeout_s: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for waiting in waiting_releases():
+            if waiting.kind == "rollback" and waiting.environment == "production":
+                return waiting.run_id
+        time.sleep(0.2)
+    raise AssertionError("no production rollback is waiting for approval")
+
+
 def test_rollback_to_previous_and_named_versions(images, sandbox_config):
-    """`deliver rollback` switches production to the previous kept version, then to a named one."""
+    """`deliver rollback` of production waits for an approval, then switches to the previous
+    kept version; an emergency rollback to a named one is approved by its requester's own code
+    (and refused without it); a version not kept is refused before any wait."""
     import subprocess
     import sys
 
@@ -588,25 +601,48 @@ def test_rollback_to_previous_and_named_versions(images, sandbox_config):
     live = host_state(sandbox_config, "production")["live"]["version"]
     other = "1.0.2" if live == "1.0.1" else "1.0.1"
     cli = [sys.executable, "-m", "deliver.cli"]
-    done = subprocess.run(
-        [*cli, "rollback", "--env", "production", "--sandbox"],
-        capture_output=True,
+    asked = subprocess.Popen(
+        [*cli, "rollback", "--env", "production", "--requested-by", "carol", "--sandbox"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    decide(waiting_rollback(), decision="approve", approver="demo-approver", reason="bad", code="")
+    _, err = asked.communicate(timeout=120)
+    assert asked.returncode == 0, err[-2000:]
     assert version_at(front) == other
-    assert host_state(sandbox_config, "production")["history"][-1]["outcome"] == "rolled-back"
-    done = subprocess.run(
-        [*cli, "rollback", "--env", "production", "--to", live, "--sandbox"],
-        capture_output=True,
-        text=True,
-        check=False,
+    last = host_state(sandbox_config, "production")["history"][-1]
+    assert (last["outcome"], last["approval"]["approver"]) == ("rolled-back", "demo-approver")
+
+    secret = base64.b32encode(b"emergency-rollback-key").decode()
+    ApprovalPolicy(
+        approvers=["demo-approver"],
+        totp_secrets={"dave": SecretStr(secret)},
+        emergency_rollback=["dave"],
+    ).save("emergency-rollbacks", overwrite=True)
+    parameters = RollbackParameters(
+        environment="production",
+        to_version=live,
+        requested_by="dave",
+        approval_policy="emergency-rollbacks",
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(state=rollback_here(parameters)))
+    runner.start()
+    run_id = waiting_rollback()
+    decide(run_id, decision="approve", approver="dave", reason="outage", code="")  # no code
+    time.sleep(1)
+    assert waiting_rollback(timeout_s=30) == run_id  # refused: still waiting
+    code = totp(decode_secret(secret), at=time.time())
+    decide(run_id, decision="approve", approver="dave", reason="outage", code=code)
+    runner.join(timeout=120)
+    assert outcome["state"].is_completed(), outcome["state"]
     assert version_at(front) == live
+    last = host_state(sandbox_config, "production")["history"][-1]
+    assert (last["outcome"], last["approval"]["approver"]) == ("rolled-back", "dave")
+
     absent = [*cli, "rollback", "--env", "production", "--to", "9.9.9", "--sandbox"]
-    missing = subprocess.run(absent, capture_output=True, text=True, check=False)
+    missing = subprocess.run(absent, capture_output=True, text=True, check=False, timeout=120)
     assert missing.returncode == 1
     assert "no kept version 9.9.9" in missing.stderr
     status = subprocess.run(

@@ -216,7 +216,7 @@ def test_twenty_pipelines_and_releases_to_three_environments_at_once(
 
 
 def release_now(image: str, environment: str, version: str) -> bool:
-    from flows.release import ReleaseParameters, release
+    from flows.release import ReleaseParameters, release_here
 
     parameters = ReleaseParameters(
         image=image,
@@ -225,4 +225,4 @@ def release_now(image: str, environment: str, version: str) -> bool:
         git_sha="5" * 40,
         requested_by="scale-test",
     )
-    return bool(release(parameters, return_state=True).is_completed())
+    return bool(release_here(parameters).is_completed())

@@ -18,6 +18,7 @@ from deliver.cli import (
     approvals,
     ci,
     deploy,
+    init,
     metrics,
     operate,
     release,
@@ -28,7 +29,19 @@ from deliver.cli import (
 from deliver.cli.common import EXIT_FAILED, say
 from deliver.errors import DeliveryError
 
-COMMANDS = (ci, approvals, status, release, operate, accessory, metrics, deploy, webhook, sandbox)
+COMMANDS = (
+    init,
+    ci,
+    approvals,
+    status,
+    release,
+    operate,
+    accessory,
+    metrics,
+    deploy,
+    webhook,
+    sandbox,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,12 +33,17 @@ def connect(args: argparse.Namespace) -> dict[str, str]:
     if getattr(args, "sandbox", False):
         from deliver.sandbox import use_sandbox
 
-        return use_sandbox()
-    from prefect.settings import PREFECT_API_URL
+        implied = use_sandbox()
+    else:
+        from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        raise PrefectNotConfigured()
-    return {}
+        if not PREFECT_API_URL.value():
+            raise PrefectNotConfigured()
+        implied = {}
+    from deliver.tasks.loading import register_prefect_credentials
+
+    register_prefect_credentials()
+    return implied
 
 
 def usage_errors(exc: ValidationError, options: Mapping[str, str]) -> int:

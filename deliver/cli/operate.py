@@ -204,8 +204,7 @@ def redeploy(args: argparse.Namespace) -> int:
     the idle slot before traffic moves; production waits for an approval as any release."""
     connect(args)
     from deliver.tasks.ssh_host import open_ssh_hosts  # loads blocks: Prefect is configured
-    from flows.release import ReleaseParameters
-    from flows.release import release as release_flow
+    from flows.release import ReleaseParameters, release_here
 
     with open_ssh_hosts(_block(args), service=args.service, with_env=False) as (_, hosts):
         image, version, git_sha = _live_image(hosts[0], args.env)
@@ -220,7 +219,7 @@ def redeploy(args: argparse.Namespace) -> int:
     )
     if parameters.environment == "production":
         say("Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.")
-    result = finished("redeploy", release_flow(parameters, return_state=True))
+    result = finished("redeploy", release_here(parameters))
     if result is None:
         return EXIT_FAILED
     print(f"{result.environment}: {result.version} redeployed in the {result.slot} slot")

@@ -50,8 +50,10 @@ def register(subcommands: Commands) -> None:
 def release(args: argparse.Namespace) -> int:
     """Run the release flow here; a production release waits for `deliver approve` meanwhile."""
     connect(args)
-    from flows.release import ReleaseParameters  # Prefect is configured only now
-    from flows.release import release as release_flow
+    from flows.release import (
+        ReleaseParameters,  # Prefect is configured only now
+        release_here,
+    )
 
     try:
         parameters = ReleaseParameters(
@@ -67,7 +69,7 @@ def release(args: argparse.Namespace) -> int:
         return usage_errors(exc, OPTIONS)
     if parameters.environment == "production":
         say("Waiting for approval: see `deliver approvals`, then `deliver approve RUN_ID`.")
-    result = finished("release", release_flow(parameters, return_state=True))
+    result = finished("release", release_here(parameters))
     if result is None:
         return EXIT_FAILED
     if args.json:
@@ -82,8 +84,10 @@ def release(args: argparse.Namespace) -> int:
 
 def rollback(args: argparse.Namespace) -> int:
     connect(args)
-    from flows.release import RollbackParameters  # Prefect is configured only now
-    from flows.release import rollback as rollback_flow
+    from flows.release import (
+        RollbackParameters,  # Prefect is configured only now
+        rollback_here,
+    )
 
     try:
         parameters = RollbackParameters(
@@ -96,7 +100,12 @@ def rollback(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         return usage_errors(exc, OPTIONS)
-    result = finished("rollback", rollback_flow(parameters, return_state=True))
+    if parameters.environment == "production":
+        say(
+            "A production rollback waits for approval (unless the policy says otherwise): see "
+            "`deliver approvals`, then `deliver approve RUN_ID`."
+        )
+    result = finished("rollback", rollback_here(parameters))
     if result is None:
         return EXIT_FAILED
     print(f"{result.environment}: rolled back to {result.version} ({result.slot}) at {result.url}")

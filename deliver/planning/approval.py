@@ -49,6 +49,7 @@ class PolicyView:
     approvers: tuple[str, ...]
     allow_self_approval: bool
     totp_secrets: Mapping[str, str]  # approver -> base32 secret; a code is required for them
+    emergency_rollback: tuple[str, ...] = ()  # may approve their own production rollback
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,20 +67,29 @@ def refusal(
     requester: str,
     at: float,
     used_steps: Collection[int] = (),
+    rollback: bool = False,
 ) -> str | None:
-    """Why a resume does not meet the policy, or None when it does."""
+    """Why a resume does not meet the policy, or None when it does. For a `rollback`, a person
+    the policy lists for emergency rollbacks may approve their own, with their one-time code."""
+    emergency = (
+        rollback
+        and decision.approver == requester
+        and decision.approver in policy.emergency_rollback
+    )
     if decision.decision not in {"approve", "reject"}:
         return f"decision must be approve or reject, not {decision.decision!r}"
-    if decision.approver not in policy.approvers:
+    if decision.approver not in policy.approvers and not emergency:
         return f"{decision.approver!r} is not an approver ({', '.join(policy.approvers)})"
     if decision.decision == "reject" and not decision.reason.strip():
         return "a rejection needs a reason"
+    what = "rollback" if rollback else "release"
     if (
         decision.decision == "approve"
         and decision.approver == requester
         and not policy.allow_self_approval
+        and not emergency
     ):
-        return f"{requester!r} requested this release and may not approve it"
+        return f"{requester!r} requested this {what} and may not approve it"
     secret = policy.totp_secrets.get(decision.approver)
     if secret is None:
         return None
@@ -131,4 +141,36 @@ def evidence_markdown(
         f"### CI\n\n{ci.removeprefix('# ')}\n\n"
         "Approve or reject below: your name, and a reason (required to reject). "
         "Approvers with a one-time code secret must give their current code."
+    )
+
+
+def rollback_evidence_markdown(
+    *,
+    environment: str,
+    to_version: str,
+    image: str,
+    requested_by: str,
+    production: HostState,
+    emergency: tuple[str, ...],
+) -> str:
+    """What the approver of a production rollback sees on the resume form."""
+    live = production.live
+    now = f"{live.version} (`{live.image}`) since {live.since}" if live else "nothing"
+    recorded = next(
+        (r for r in reversed(production.history) if r.image == image and r.outcome is Outcome.LIVE),
+        None,
+    )
+    before = f"it went live at {recorded.at}" if recorded else "no release of it is recorded here"
+    emergency_text = (
+        f"{', '.join(emergency)} may approve their own rollback with their one-time code."
+        if emergency
+        else "Nobody may approve their own rollback."
+    )
+    return (
+        f"## Roll {environment} back to {to_version}\n\n"
+        f"- image: `{image}` ({before})\n- requested by: {requested_by}\n"
+        f"- {environment} now: {now}\n\n"
+        "It goes live through the release's own steps (start, health, switch, smoke, switch back "
+        "on failure); the schema stays as the last migration left it. "
+        f"{emergency_text} Approvers with a one-time code secret must give their current code."
     )

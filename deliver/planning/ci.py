@@ -90,6 +90,24 @@ def oci_labels(resolved: ResolvedRef, *, source: str, tree: str) -> dict[str, st
     }
 
 
+def standard_build_args(
+    resolved: ResolvedRef, *, source: str, declared: set[str], given: Mapping[str, str]
+) -> dict[str, str]:
+    """What CI passes for the usual build args a Dockerfile declares and the spec leaves unset:
+    VERSION and GIT_SHA, and the OCI ones (REVISION, SOURCE, CREATED), so what runs can say
+    what was built."""
+    standard = {
+        "VERSION": resolved.version,
+        "GIT_SHA": resolved.sha,
+        "REVISION": resolved.sha,
+        "SOURCE": source,
+        "CREATED": resolved.commit_time,
+    }
+    return {
+        name: value for name, value in standard.items() if name in declared and name not in given
+    }
+
+
 def source_tree_tag(
     *, tree: str, dockerfile: str, build_args: Mapping[str, str], runtime: str = ""
 ) -> str:
@@ -125,9 +143,12 @@ def plan_build(
     resolved: ResolvedRef,
     source: str,
     runtime: RuntimeFacts | None = None,
+    describing_args: Mapping[str, str] | None = None,
 ) -> BuildPlan:
     """`tree_digest` is the digest of what the context sends (after .dockerignore); `runtime`
-    goes with the image as a label, for every release of it."""
+    goes with the image as a label, for every release of it. `describing_args` (VERSION,
+    GIT_SHA...) are passed to the build but not part of its identity: an image whose inputs
+    did not change is reused, and says which build made it."""
     runtime_label = runtime.to_label() if runtime else ""
     source_tag = source_tree_tag(
         tree=tree_digest, dockerfile=dockerfile, build_args=build_args, runtime=runtime_label
@@ -139,7 +160,7 @@ def plan_build(
         image_name=image_name,
         context=context,
         dockerfile=dockerfile,
-        build_args=dict(build_args),
+        build_args={**(describing_args or {}), **build_args},
         source_tag=source_tag,
         tags=tuple(image_tags(resolved, source_tag)),
         labels=labels,

@@ -81,3 +81,8 @@ def base_image(dockerfile: str, build_args: Mapping[str, str]) -> str | None:
             image = _filled(start[1], values)
             return None if image == "scratch" else image
     return None
+
+
+def declared_args(dockerfile: str) -> set[str]:
+    """Every build argument the Dockerfile declares with ARG, in any stage."""
+    return {arg[1] for line in dockerfile.splitlines() if (arg := _ARG.match(line))}

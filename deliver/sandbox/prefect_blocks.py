@@ -199,6 +199,7 @@ class PrefectBlocks(Component):
             ApprovalPolicy(
                 approvers=[DEMO_APPROVER, "alice"],
                 totp_secrets={"alice": SecretStr(self.alice_secret(ctx))},
+                emergency_rollback=["alice"],
             ).save(APPROVAL_POLICY, overwrite=True)
             secret = SecretStr(self.webhook_secret(ctx))
             Secret(value=secret).save(WEBHOOK_SECRET_BLOCK, overwrite=True)

@@ -15,7 +15,9 @@ from deliver.tasks.loading import load_block
 
 
 @task(name="check_decision")
-def check_decision(policy_block: str, decision: Decision, requester: str) -> str | None:
+def check_decision(
+    policy_block: str, decision: Decision, requester: str, *, rollback: bool = False
+) -> str | None:
     """Why `decision` fails the policy, or None; the secrets stay inside this task. An accepted
     one-time code is remembered (a Prefect variable per approver) until its window has passed,
     so it is refused a second time; the caller holds the environment's lock."""
@@ -24,13 +26,16 @@ def check_decision(policy_block: str, decision: Decision, requester: str) -> str
         approvers=tuple(policy.approvers),
         allow_self_approval=policy.allow_self_approval,
         totp_secrets={name: s.get_secret_value() for name, s in policy.totp_secrets.items()},
+        emergency_rollback=tuple(policy.emergency_rollback),
     )
     now = time.time()
     secret = view.totp_secrets.get(decision.approver)
     used_name = used_codes_variable(decision.approver)
     stored: Any = Variable.get(used_name, default=[]) if secret else []
     used = [int(step) for step in stored] if isinstance(stored, list) else []
-    refused = refusal(view, decision, requester=requester, at=now, used_steps=used)
+    refused = refusal(
+        view, decision, requester=requester, at=now, used_steps=used, rollback=rollback
+    )
     if refused is None and secret is not None:
         step = totp_step(secret, decision.code, at=now)
         current = int(now // TOTP_STEP_S)
@@ -47,6 +52,18 @@ def used_codes_variable(approver: str) -> str:
 @task(name="read_approval_timeout")
 def read_approval_timeout(policy_block: str) -> float:
     return float(load_block(ApprovalPolicy, policy_block).timeout_s)
+
+
+@task(name="read_emergency_rollback")
+def read_emergency_rollback(policy_block: str) -> tuple[str, ...]:
+    return tuple(load_block(ApprovalPolicy, policy_block).emergency_rollback)
+
+
+@task(name="read_rollback_policy")
+def read_rollback_policy(policy_block: str) -> tuple[bool, float]:
+    """Whether a production rollback waits for an approval, and for how long at most."""
+    policy = load_block(ApprovalPolicy, policy_block)
+    return policy.rollback_needs_approval, float(policy.timeout_s)
 
 
 @task(name="find_ci_evidence")

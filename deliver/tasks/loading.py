@@ -18,6 +18,7 @@ import certifi
 import httpx
 from prefect.blocks.core import Block
 from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 from pydantic import BaseModel, Secret, SecretBytes, SecretStr, ValidationError
 
 from deliver import redaction
@@ -29,8 +30,18 @@ _lock = threading.Lock()
 _loaded: dict[tuple[str, str, str], Block] = {}
 
 
+def register_prefect_credentials() -> None:
+    """The Prefect API's own credentials (the auth string, an API key) are secrets too: anyone
+    who reads them can drive the API. Registered for redaction wherever a block is loaded."""
+    api = get_current_settings().api
+    redaction.register(
+        [value.get_secret_value() for value in (api.auth_string, api.key) if value is not None]
+    )
+
+
 def load_block(block_type: type[B], name: str) -> B:
     """`block_type.load(name)`, once per flow run."""
+    register_prefect_credentials()
     run = str(flow_run.get_id() or "")
     key = (run, block_type.__name__, name)
     with _lock:

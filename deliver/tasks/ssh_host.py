@@ -58,6 +58,23 @@ if ! "$@" -t 2>&1; then
 fi
 "$@" -s reload
 """
+# One remote shell logs in and pulls: the registry password lives in a docker config in memory
+# (/dev/shm where there is one) only while the shell runs, and is removed when it exits or is
+# hung up on (a release killed mid-pull drops its SSH connection), never left on the host.
+PULL_SCRIPT = """
+set -eu
+image="$1"; registry="$2"; user="$3"
+base=/dev/shm; [ -d "$base" ] && [ -w "$base" ] || base="${TMPDIR:-/tmp}"
+config=$(mktemp -d "$base/deliver-pull.XXXXXXXXXX")
+cleanup() { rm -rf "$config"; }
+trap cleanup EXIT
+trap 'cleanup; exit 129' HUP
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap 'cleanup; exit 141' PIPE
+DOCKER_CONFIG="$config" docker login --username "$user" --password-stdin "$registry" >/dev/null
+DOCKER_CONFIG="$config" docker pull --quiet "$image"
+"""
 ONE_OFF_TIMEOUT_S = 900.0  # a migration's deadline
 AUDIT_FILE = "audit.jsonl"
 APPEND_SCRIPT = """
@@ -331,30 +348,25 @@ class SshHost:
         return running, serving
 
     def pull(self, image: str) -> bool:
-        """By digest, with a throwaway docker config; the password goes on stdin only. An image
-        by digest is its content, so one the host already has is not pulled again."""
+        """By digest, logged in through a throwaway docker config that the remote shell removes
+        however it ends (PULL_SCRIPT); the password goes on stdin only. An image by digest is
+        its content, so one the host already has is not pulled again."""
         remote = self._connection()
         if remote.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], check=False).ok:
             return False
         registry = load_credentials(self.settings.registry_block)
-        config = remote.run(["mktemp", "-d"]).stdout.strip()
-        try:
-            remote.run(
-                [
-                    "env",
-                    f"DOCKER_CONFIG={config}",
-                    "docker",
-                    "login",
-                    "--username",
-                    registry.username,
-                    "--password-stdin",
-                    registry.registry_url,
-                ],
-                stdin=registry.password.get_secret_value().encode(),
-            )
-            remote.run(["env", f"DOCKER_CONFIG={config}", "docker", "pull", "--quiet", image])
-        finally:
-            remote.run(["rm", "-rf", config], check=False)
+        remote.run(
+            [
+                "sh",
+                "-c",
+                PULL_SCRIPT,
+                "pull_image",
+                image,
+                registry.registry_url,
+                registry.username,
+            ],
+            stdin=registry.password.get_secret_value().encode(),
+        )
         return True
 
     def start_slot(self, slot: Slot, image: str, version: str, run: str) -> str:
