@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 
 from prefect import State, flow, get_run_logger
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled
@@ -317,11 +317,17 @@ def candidate_text(version: str, target: TargetView) -> str:
 
 
 def _wait_for_decision(form: type[ApprovalDecision], timeout_s: int, key: str) -> ApprovalDecision:
-    """Suspend when run from a deployment (no process held while waiting), else pause."""
+    """Suspend when run from a deployment (no process held while waiting), else pause. The flow
+    is async and its work runs in a thread: Prefect's async pause runs on a loop of the
+    thread's own, with the run's context (its sync form would hand back coroutines here)."""
     if deployment.id:
-        return suspend_flow_run(wait_for_input=form, timeout=timeout_s, key=key)
-    poll_s = cast(int, POLL_S)  # typed int, used as seconds to sleep
-    return pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll_s, key=key)
+        waiting = asuspend_flow_run(wait_for_input=form, timeout=timeout_s, key=key)
+    else:
+        poll_s = cast(int, POLL_S)  # typed int, used as seconds to sleep
+        waiting = apause_flow_run(
+            wait_for_input=form, timeout=timeout_s, poll_interval=poll_s, key=key
+        )
+    return cast(ApprovalDecision, asyncio.run(cast(Coroutine[Any, Any, Any], waiting)))
 
 
 class RollbackParameters(BaseModel):
