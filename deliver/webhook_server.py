@@ -3,17 +3,33 @@
 Every accepted delivery starts the `ci` deployment, keyed by its delivery id, so a replayed
 delivery finds the run it already started. What follows a green CI run (a staging or production
 release) is left to the deployment triggers in prefect.yaml.
+
+The server is uvicorn with a starlette app, hardened for the open internet: a connection has
+`header_timeout_s` to send its request line and headers and `body_timeout_s` for its body, at
+most `max_connections` are served at once (more get 503), a Content-Length that is not a plain
+decimal is 400, one over `max_body` is 413 before any byte of the body is read, and every
+malformed input gets a 4xx, never a dropped connection or a 500. The judging is pure
+(`deliver.planning.webhook`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
-import json
+import logging
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from deliver.planning.webhook import MAX_BODY_BYTES, Run, Verdict, judge
 
@@ -26,6 +42,9 @@ class WebhookSettings:
     ci_defaults: Mapping[str, Any]  # CiParameters fields every run gets (spec path, cache...)
     deployment: str = CI_DEPLOYMENT
     max_body: int = MAX_BODY_BYTES
+    header_timeout_s: float = 5.0  # request line and headers, from the connection's start
+    body_timeout_s: float = 10.0  # the body, once the headers are in
+    max_connections: int = 200  # served at once; more are answered 503
 
 
 def start_ci(settings: WebhookSettings, run: Run) -> str:
@@ -79,56 +98,133 @@ class OncePerDelivery:
         return future.result()
 
 
-def handler_for(
+DECIMAL = re.compile(r"^[0-9]{1,12}$")
+LOG = logging.getLogger("deliver.webhook")
+
+
+def app_for(
     settings: WebhookSettings, starter: Callable[[WebhookSettings, Run], str] = start_ci
-) -> type[BaseHTTPRequestHandler]:
-    starter = OncePerDelivery(starter)
+) -> Starlette:
+    """The ASGI app: every POST, whatever its path, is a delivery."""
+    once = OncePerDelivery(starter)
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "deliver-webhook"
+    async def delivery(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is None:
+            return answer(Verdict(status=411, reason="Content-Length required"))
+        if not DECIMAL.match(declared):
+            return answer(Verdict(status=400, reason="Content-Length is not a decimal number"))
+        if int(declared) > settings.max_body:  # before reading, let alone hashing, it
+            return answer(Verdict(status=413, reason=f"body over {settings.max_body} bytes"))
+        try:
+            body = await asyncio.wait_for(request.body(), timeout=settings.body_timeout_s)
+        except TimeoutError:
+            return answer(Verdict(status=408, reason="the body did not arrive in time"))
+        except ClientDisconnect:
+            return answer(Verdict(status=400, reason="the client went away mid-body"))
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        verdict = judge(headers, body, secret=settings.secret, max_body=settings.max_body)
+        if verdict.run is None:
+            return answer(verdict)
+        try:
+            run_id = await asyncio.to_thread(once, settings, verdict.run)
+        except Exception as exc:  # answered, and logged without the body
+            LOG.error("could not start CI: %s", type(exc).__name__)
+            return answer(Verdict(status=503, reason="could not start the CI run; retry"))
+        return answer(verdict, flow_run_id=run_id)
 
-        def do_POST(self) -> None:
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            declared = headers.get("content-length", "")
-            if not declared.isdigit():
-                self._answer(Verdict(status=411, reason="Content-Length required"))
-                return
-            if int(declared) > settings.max_body:  # before reading, let alone hashing, it
-                self._answer(Verdict(status=413, reason=f"body over {settings.max_body} bytes"))
-                self.close_connection = True
-                return
-            body = self.rfile.read(int(declared))
-            verdict = judge(headers, body, secret=settings.secret, max_body=settings.max_body)
-            if verdict.run is None:
-                self._answer(verdict)
-                return
-            try:
-                run_id = starter(settings, verdict.run)
-            except Exception as exc:  # answered, and logged without the body
-                self.log_error("could not start CI: %s", type(exc).__name__)
-                self._answer(Verdict(status=503, reason="could not start the CI run; retry"))
-                return
-            self._answer(verdict, flow_run_id=run_id)
+    return Starlette(routes=[Route("/{path:path}", delivery, methods=["POST"])])
 
-        def _answer(self, verdict: Verdict, **extra: str) -> None:
-            data = json.dumps({"status": verdict.status, "reason": verdict.reason, **extra})
-            encoded = data.encode()
-            self.send_response(verdict.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(encoded)))
-            self.end_headers()
-            self.wfile.write(encoded)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # the access log would carry request lines only; kept quiet
+def answer(verdict: Verdict, **extra: str) -> JSONResponse:
+    body = {"status": verdict.status, "reason": verdict.reason, **extra}
+    return JSONResponse(body, status_code=verdict.status)
 
-    return Handler
+
+def protocol_with_header_timeout(timeout_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection that has not sent a whole request head
+    `timeout_s` after it opened (or after its last response): no slow client holds one open."""
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_deadline = self.loop.call_later(timeout_s, self._head_too_slow)
+
+        def _disarm(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def _head_too_slow(self) -> None:
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # a request is in: the app's own timeout covers its body
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+class RunningServer:
+    """uvicorn serving the app in a daemon thread; `.shutdown()` stops it."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread) -> None:
+        self._server, self._thread = server, thread
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        socket = self._server.servers[0].sockets[0]
+        host, port = socket.getsockname()[:2]
+        return str(host), int(port)
+
+    def shutdown(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
 
 
 def serve(
-    settings: WebhookSettings, *, host: str = "127.0.0.1", port: int = 8095
-) -> ThreadingHTTPServer:
-    """A started server (in a daemon thread); `.shutdown()` stops it."""
-    server = ThreadingHTTPServer((host, port), handler_for(settings))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    settings: WebhookSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8095,
+    starter: Callable[[WebhookSettings, Run], str] = start_ci,
+) -> RunningServer:
+    """A started server, listening once this returns."""
+    config = uvicorn.Config(
+        app_for(settings, starter),
+        host=host,
+        port=port,
+        http=protocol_with_header_timeout(settings.header_timeout_s),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=int(settings.header_timeout_s),
+        h11_max_incomplete_event_size=16 * 1024,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True, name="webhook-server")
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the webhook server could not listen on {host}:{port}")
+        time.sleep(0.02)
+    return RunningServer(server, thread)

@@ -34,7 +34,11 @@ from deliver.planning.services import filled_env
 from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
 from deliver.tasks.app_environment import job_image, prepare_app_environment
 from deliver.tasks.checks import CheckResult, run_check
-from deliver.tasks.docker_image import build_image, context_digest, test_container
+from deliver.tasks.docker_image import (
+    build_image,
+    context_digest,
+    test_container,
+)
 from deliver.tasks.git import repo_name
 from deliver.tasks.job import Job, RunContainers, run_containers
 from deliver.tasks.limits import build_limit_name, held
@@ -303,7 +307,8 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
         detail = f"no {app.spec.image.dockerfile} in the build context"
         raise BuildFailed(context=str(context), detail=detail)
     given = {**app.spec.image.build_args, **parameters.build_args}
-    declared = declared_args((context / app.spec.image.dockerfile).read_text(errors="replace"))
+    dockerfile_text = (context / app.spec.image.dockerfile).read_text(errors="replace")
+    declared = declared_args(dockerfile_text)
     standard = standard_build_args(
         app.checkout.resolved, source=parameters.repo, declared=declared, given=given
     )

@@ -329,3 +329,14 @@ def test_the_runtime_facts_are_a_label_and_part_of_the_source_tag():
     assert RuntimeFacts.from_label(first.labels[RUNTIME_LABEL]) == facts
     moved = RuntimeFacts(service="app", port=9000, required_env=("DATABASE_URL",))
     assert plan(moved).source_tag != first.source_tag
+
+
+def test_a_new_base_image_under_the_same_name_changes_the_source_tag():
+    """The base image's id is part of the build's identity; without one known, it is not."""
+    from deliver.planning.ci import source_tree_tag
+
+    def tag(base: str) -> str:
+        return source_tree_tag(tree="t", dockerfile="Dockerfile", build_args={}, base_image_id=base)
+
+    assert tag("sha256:" + "1" * 64) != tag("sha256:" + "2" * 64)
+    assert tag("") == source_tree_tag(tree="t", dockerfile="Dockerfile", build_args={})

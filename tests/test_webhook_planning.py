@@ -106,6 +106,7 @@ MALFORMED: dict[str, tuple[dict[str, str], bytes]] = {
         BODY,
     ),
     "upper-case hex": (headers(BODY, **{"x-hub-signature-256": sign(BODY).upper()}), BODY),
+    "non-ASCII signature": (headers(BODY, **{"x-hub-signature-256": "sha256=\u00e9" * 8}), BODY),
     "re-serialized body": (headers(BODY), json.dumps(json.loads(BODY), indent=1).encode()),
     "body changed after signing": (headers(BODY), BODY.replace(b"main", b"evil")),
     "bad JSON": (headers(b"{not json"), b"{not json"),

@@ -109,13 +109,18 @@ def standard_build_args(
 
 
 def source_tree_tag(
-    *, tree: str, dockerfile: str, build_args: Mapping[str, str], runtime: str = ""
+    *,
+    tree: str,
+    dockerfile: str,
+    build_args: Mapping[str, str],
+    runtime: str = "",
+    base_image_id: str = "",
 ) -> str:
-    """A tag naming what the image is built from: the context's digest, Dockerfile, build args,
-    and the runtime facts it is labelled with."""
-    material = json.dumps(
-        [tree, dockerfile, sorted(build_args.items()), *([runtime] if runtime else [])]
-    )
+    """A tag naming what the image is built from: the context's digest (the Dockerfile's text
+    included), the Dockerfile's path, build args, the runtime facts it is labelled with, and the
+    id of the base image it starts from (a base image updated under its name rebuilds)."""
+    extra = [*([runtime] if runtime else []), *([f"base:{base_image_id}"] if base_image_id else [])]
+    material = json.dumps([tree, dockerfile, sorted(build_args.items()), *extra])
     return "src-" + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
@@ -144,6 +149,7 @@ def plan_build(
     source: str,
     runtime: RuntimeFacts | None = None,
     describing_args: Mapping[str, str] | None = None,
+    base_image_id: str = "",
 ) -> BuildPlan:
     """`tree_digest` is the digest of what the context sends (after .dockerignore); `runtime`
     goes with the image as a label, for every release of it. `describing_args` (VERSION,
@@ -151,7 +157,11 @@ def plan_build(
     did not change is reused, and says which build made it."""
     runtime_label = runtime.to_label() if runtime else ""
     source_tag = source_tree_tag(
-        tree=tree_digest, dockerfile=dockerfile, build_args=build_args, runtime=runtime_label
+        tree=tree_digest,
+        dockerfile=dockerfile,
+        build_args=build_args,
+        runtime=runtime_label,
+        base_image_id=base_image_id,
     )
     labels = oci_labels(resolved, source=source, tree=source_tag)
     if runtime_label:

@@ -46,7 +46,7 @@ class Verdict:
 def signature_matches(secret: bytes, body: bytes, header: str | None) -> bool:
     """`X-Hub-Signature-256` is `sha256=` and the HMAC-SHA256 of the raw body, compared in
     constant time."""
-    if not header or not header.startswith(SIGNATURE_PREFIX):
+    if not header or not header.isascii() or not header.startswith(SIGNATURE_PREFIX):
         return False
     expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, header.removeprefix(SIGNATURE_PREFIX))

@@ -59,6 +59,19 @@ def _context_files(context_dir: Path, dockerfile: str) -> list[str]:
     return sorted(exclude_paths(str(context_dir), patterns, dockerfile=dockerfile))
 
 
+def local_image_id(reference: str | None) -> str:
+    """The engine's id of `reference` (the image a build's FROM names), or "" when the engine
+    has none yet (the build will pull it): part of what identifies a build, so a new base
+    image under the same name rebuilds."""
+    if not reference:
+        return ""
+    with docker_client() as client:
+        try:
+            return str(client.images.get(reference).id)
+        except docker.errors.ImageNotFound:
+            return ""
+
+
 def context_digest(context_dir: Path, dockerfile: str) -> str:
     """sha256 over what a build sends (files outside .dockerignore, with modes), less .git."""
     digest = hashlib.sha256()

@@ -1,0 +1,69 @@
+"""What identifies a build, against the sandbox's Docker engine, registry and Prefect server:
+a base image updated under the same name is rebuilt, an unchanged one is reused."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from tests.test_ci_pipeline import git
+from tests.test_job_containers import ci_on_sandbox
+
+SPEC = """service: base-identity
+environment:
+  tools: []
+checks:
+  - name: runs
+    run: [python3, -c, "print('ok')"]
+image:
+  name: base-identity
+container:
+  port: 8000
+  health_path: /
+"""
+DOCKERFILE = """FROM {base}
+COPY app.py /app.py
+EXPOSE 8000
+CMD ["python3", "-m", "http.server", "8000"]
+"""
+
+
+def test_a_base_image_updated_under_its_name_is_rebuilt(docker_engine, sandbox_config, tmp_path):
+    """Same commit, same Dockerfile: reused while the base is the same image, rebuilt once the
+    name points at a new one."""
+    base = f"local/base-identity:{uuid.uuid4().hex[:8]}"
+    python = docker_engine.images.get("python:3.12-slim")
+    python.tag(base)
+    repo = tmp_path / "app"
+    repo.mkdir()
+    (repo / "deliver.yaml").write_text(SPEC)
+    (repo / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+    (repo / "app.py").write_text(f"# {uuid.uuid4()}\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "app")
+    try:
+        first = built(sandbox_config, repo)
+        assert first == (True, first[1])
+        assert built(sandbox_config, repo) == (False, first[1])
+        updated, _ = docker_engine.images.build(
+            fileobj=_text(f"FROM python:3.12-slim\nLABEL refreshed={uuid.uuid4().hex}\n"), rm=True
+        )
+        updated.tag(base)
+        again = built(sandbox_config, repo)
+        assert again[0] is True
+        assert again[1] != first[1]
+    finally:
+        docker_engine.images.remove(base, force=True)
+
+
+def built(sandbox_config: object, repo: Path) -> tuple[bool, str]:
+    state, result = ci_on_sandbox(sandbox_config, repo)
+    assert state.is_completed(), result
+    return bool(result.built), str(result.image)
+
+
+def _text(text: str) -> object:
+    import io
+
+    return io.BytesIO(text.encode())
