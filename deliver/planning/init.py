@@ -125,7 +125,10 @@ def plan_init(facts: RepoFacts) -> InitPlan:
     if has_tests:
         coverage = [f"--cov={package}", "--cov-fail-under=70"] if package else []
         reports = ["--cov-report=json:{reports}/coverage.json"] if package else []
-        run = ["pytest", "-q", *coverage, *reports, "--junitxml={reports}/junit.xml"]
+        # `python -m pytest` puts the app's folder on sys.path, as a plain `pytest` does not
+        # for a repository without packaging configuration.
+        run = ["python", "-m", "pytest", "-q", *coverage, *reports]
+        run.append("--junitxml={reports}/junit.xml")
         inputs = ["**/*.py", "pyproject.toml", *requirement_files]
         checks.append(("tests", run, [i for i in inputs if i in facts.files or "*" in i]))
         tool_names += ["pytest", "pytest-cov"]
