@@ -25,7 +25,7 @@ from deliver.planning.ci import (
     ref_name_problem,
     standard_build_args,
 )
-from deliver.planning.dockerfile import declared_args
+from deliver.planning.dockerfile import base_image, declared_args
 from deliver.planning.events import ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
@@ -37,6 +37,7 @@ from deliver.tasks.checks import CheckResult, run_check
 from deliver.tasks.docker_image import (
     build_image,
     context_digest,
+    local_image_id,
     test_container,
 )
 from deliver.tasks.git import repo_name
@@ -318,6 +319,7 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
         dockerfile=app.spec.image.dockerfile,
         build_args=given,
         describing_args=standard,
+        base_image_id=local_image_id(base_image(dockerfile_text, given)),
         tree_digest=context_digest(context, app.spec.image.dockerfile),
         resolved=app.checkout.resolved,
         source=parameters.repo,

@@ -132,4 +132,4 @@ def test_a_repository_that_never_saw_this_project_goes_through_ci(tmp_path, sand
     git(repo, "commit", "-q", "-m", "greeter")
     state, result = ci_on_sandbox(sandbox_config, repo)
     assert state.is_completed(), result
-    assert {c.name: c.status for c in result.checks}["tests"] == "passed"
+    assert {c.name: c.status for c in result.checks}["tests"] in {"passed", "cached"}
