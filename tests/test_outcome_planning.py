@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from deliver.planning.events import OUTCOME_SCHEMA, RELEASE_FINISHED
@@ -99,6 +101,48 @@ def test_a_first_release_has_nothing_to_replace():
 
 def test_the_report_lists_commits_and_the_approval():
     report = finished(Outcome.LIVE, approval=APPROVAL).report(["abc1234 fix: a bug"])
-    assert "- `abc1234 fix: a bug`" in report
+    assert "### Fixes\n\n- a bug (`abc1234`)" in report  # grouped by Conventional Commits
     assert "- approved by alice at t: tests pass" in report
     assert subject(finished(Outcome.LIVE).notice(link="")) == "app 1.2 → production: released"
+
+
+def test_a_release_version_gets_a_changelog_grouped_by_conventional_commits():
+    """feat/fix/... in their sections, breaking changes first, the rest under Other; a short
+    sha version (not from a v* tag) gets none."""
+    from deliver.planning.outcome import FinishedRelease
+    from deliver.planning.release import Outcome
+    from deliver.planning.report import changelog_lines
+
+    commits = [
+        "a1b2c3d feat(api)!: orders have a note",
+        "b2c3d4e fix: totals round down",
+        "c3d4e5f Merge branch 'x'",
+        "d4e5f6a docs: the expand/contract rule",
+    ]
+    release = FinishedRelease(
+        service="orders-api",
+        environment="production",
+        outcome=Outcome.LIVE,
+        version="1.4.0",
+        image="reg/orders-api@sha256:" + "1" * 64,
+        git_sha="a1b2c3d",
+        requested_by="ci",
+        at="2026-12-06T00:00:00Z",
+        previous=("1.3.2", "9f9f9f9"),
+    )
+    text = release.changelog(commits) or ""
+    assert text.startswith("# orders-api 1.4.0: changes since 1.3.2")
+    sections = [line for line in text.splitlines() if line.startswith("### ")]
+    assert sections == [
+        "### Breaking changes",
+        "### Features",
+        "### Fixes",
+        "### Documentation",
+        "### Other",
+    ]
+    assert "- **api:** orders have a note (`a1b2c3d`)" in text
+    assert "- Merge branch 'x' (`c3d4e5f`)" in text
+    assert "### Fixes" in release.report(commits)
+    short_sha = dataclasses.replace(release, environment="staging", version="a1b2c3d")
+    assert short_sha.changelog(commits) is None
+    assert changelog_lines(["0a0a0a0 plain subject"]) == ["- `0a0a0a0 plain subject`"]

@@ -9,7 +9,7 @@ from typing import Any
 from deliver.planning.events import release_finished
 from deliver.planning.notices import Notice, NoticeKind
 from deliver.planning.release import APPROVED_ENVIRONMENT, Approval, Outcome
-from deliver.planning.report import release_report
+from deliver.planning.report import changelog, is_release_version, release_report
 
 SOURCE_LABEL = "org.opencontainers.image.source"
 COMMIT_TIME_LABEL = "org.opencontainers.image.created"  # CI sets it to the commit's time
@@ -70,6 +70,17 @@ class FinishedRelease:
             detail=self.detail,
             migration=self.migration,
         )
+
+    def changelog(self, commits: Sequence[str] | None) -> str | None:
+        """For a release of a `v*` version whose commits are known: its grouped changes."""
+        if not commits or not is_release_version(self.version) or self.outcome is not Outcome.LIVE:
+            return None
+        return changelog(
+            service=self.service, version=self.version, previous=self.previous, commits=commits
+        )
+
+    def changelog_key(self) -> str:
+        return f"changelog-{self.service}".lower()
 
     def report_key(self) -> str:
         return f"release-{self.service}-{self.environment}".lower()

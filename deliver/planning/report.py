@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ def release_report(
     if previous is None:
         lines.append("First release to this environment.")
     elif commits:
-        lines += [f"- `{commit}`" for commit in commits]
+        lines += changelog_lines(commits)
     elif commits is not None:
         lines.append("No commits between the two versions.")
     else:
@@ -108,3 +109,61 @@ def nightly_report(report: NightlyReport, failures: Mapping[str, str]) -> str:
     lines += ["", "## Delivery metrics", "", "| metric | value | basis |", "| --- | --- | --- |"]
     lines += [f"| {r['metric']} | {r['value']} | {r['basis']} |" for r in report.metrics]
     return "\n".join(lines) + "\n"
+
+
+CONVENTIONAL = re.compile(
+    r"^(?P<kind>[a-z]+)(?:\((?P<scope>[^)]{1,40})\))?(?P<breaking>!)?: (?P<subject>\S.*)$"
+)
+SECTIONS = {
+    "feat": "Features",
+    "fix": "Fixes",
+    "perf": "Performance",
+    "refactor": "Refactoring",
+    "docs": "Documentation",
+    "test": "Tests",
+    "build": "Build",
+    "ci": "CI",
+    "chore": "Chores",
+}
+RELEASE_VERSION = re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?$")
+
+
+def is_release_version(version: str) -> bool:
+    """A version from a `v*` tag (1.4.2, 2.0.0-rc.1), not a short sha."""
+    return bool(RELEASE_VERSION.match(version))
+
+
+def changelog_lines(commits: Sequence[str]) -> list[str]:
+    """`sha subject` lines grouped by their Conventional Commits type (breaking changes first,
+    then features, fixes...); a list as it is when none follows the convention."""
+    parsed = [
+        (line.partition(" ")[0], CONVENTIONAL.match(line.partition(" ")[2])) for line in commits
+    ]
+    if not any(match for _, match in parsed):
+        return [f"- `{commit}`" for commit in commits]
+    groups: dict[str, list[str]] = {}
+    for (sha, match), line in zip(parsed, commits, strict=True):
+        if match is None:
+            groups.setdefault("Other", []).append(f"- {line.partition(' ')[2]} (`{sha}`)")
+            continue
+        scope = f"**{match['scope']}:** " if match["scope"] else ""
+        entry = f"- {scope}{match['subject']} (`{sha}`)"
+        if match["breaking"] or "BREAKING CHANGE" in match["subject"]:
+            groups.setdefault("Breaking changes", []).append(entry)
+        groups.setdefault(SECTIONS.get(match["kind"], "Other"), []).append(entry)
+    order = ["Breaking changes", *SECTIONS.values(), "Other"]
+    lines: list[str] = []
+    for section in order:
+        if section in groups:
+            lines += [f"### {section}", "", *groups[section], ""]
+    return lines[:-1]
+
+
+def changelog(
+    *, service: str, version: str, previous: tuple[str, str] | None, commits: Sequence[str]
+) -> str:
+    """The changelog artifact of a release: what changed since the version it replaced."""
+    since = f"since {previous[0]}" if previous else "(first release)"
+    return (
+        "\n".join([f"# {service} {version}: changes {since}", "", *changelog_lines(commits)]) + "\n"
+    )

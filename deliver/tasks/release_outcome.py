@@ -23,6 +23,12 @@ def publish_outcome(finished: FinishedRelease) -> None:
         markdown=finished.report(commits),
         description=finished.report_description(),
     )
+    if changes := finished.changelog(commits):
+        create_markdown_artifact(
+            key=finished.changelog_key(),
+            markdown=changes,
+            description=f"{finished.service} {finished.version}: what changed",
+        )
 
 
 class PrefectReporter:
