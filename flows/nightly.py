@@ -118,6 +118,15 @@ def run_benchmark(command: str) -> dict[str, Any]:
     return figures
 
 
+@task(name="publish_nightly_report")
+def publish_nightly_report(service: str, markdown: str) -> None:
+    """A task, as every Prefect write of the flow: its body runs in a worker thread of an async
+    flow, where Prefect's dual sync/async calls would hand back a coroutine."""
+    create_markdown_artifact(
+        key=f"nightly-{service}", markdown=markdown, description=f"Nightly run of {service}"
+    )
+
+
 @task(name="publish_metrics")
 def publish_metrics(window: str) -> list[dict[str, str]]:
     rows = table_rows(delivery_metrics(window))
@@ -202,11 +211,7 @@ def _nightly(parameters: NightlyParameters, app: PreparedApp, workdir: Path) -> 
         benchmarks=benchmarks,
         metrics=publish_metrics(parameters.metrics_window),
     )
-    create_markdown_artifact(
-        key=f"nightly-{spec.service}",
-        markdown=nightly_report(report, failures),
-        description=f"Nightly run of {spec.service}",
-    )
+    publish_nightly_report(spec.service, nightly_report(report, failures))
     if failures:
         summary = "\n".join(f"- {name}:\n{tail[-1500:]}" for name, tail in failures.items())
         raise ChecksFailed(failed=sorted(failures), summary=summary)
