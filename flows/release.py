@@ -235,19 +235,12 @@ def approve_then_deploy(
         ci=find_ci_evidence(parameters.image.rsplit("@", 1)[1]),
         candidate=candidate_text(parameters.version, target),
     )
-    form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
-    notify(
+    form = ask_for_approval(
         parameters.notify_block,
-        Notice(
-            kind=NoticeKind.APPROVAL_WAITING,
-            service=target.app_name,
-            version=parameters.version,
-            environment=target.environment,
-            link=run_link(request.run),
-            detail=f"requested by {parameters.requested_by}; healthy on staging; "
-            f"waits {timeout_s} s",
-            command=f'deliver approve {request.run} --approver <you> --reason "<why>"',
-        ),
+        target,
+        request,
+        evidence,
+        f"requested by {parameters.requested_by}; healthy on staging; waits {timeout_s} s",
     )
 
     def wait(remaining_s: int, key: str) -> Decision | None:
@@ -284,6 +277,25 @@ def approve_then_deploy(
         timeout_s=timeout_s,
         log=get_run_logger(),
     )
+
+
+def ask_for_approval(
+    notify_block: str | None, target: TargetView, request: Request, evidence: str, detail: str
+) -> type[ApprovalDecision]:
+    """Tell the team a decision is awaited, and the Resume form that shows the evidence."""
+    notify(
+        notify_block,
+        Notice(
+            kind=NoticeKind.APPROVAL_WAITING,
+            service=target.app_name,
+            version=request.version,
+            environment=target.environment,
+            link=run_link(request.run),
+            detail=detail,
+            command=f'deliver approve {request.run} --approver <you> --reason "<why>"',
+        ),
+    )
+    return ApprovalDecision.with_initial_data(description=evidence, decision="approve")
 
 
 def next_decision(form: type[ApprovalDecision], remaining_s: int, key: str) -> Decision | None:
@@ -430,18 +442,12 @@ def approve_then_roll_back(
         production=production,
         emergency=emergency,
     )
-    form = ApprovalDecision.with_initial_data(description=evidence, decision="approve")
-    notify(
+    form = ask_for_approval(
         parameters.notify_block,
-        Notice(
-            kind=NoticeKind.APPROVAL_WAITING,
-            service=target.app_name,
-            version=request.version,
-            environment=target.environment,
-            link=run_link(request.run),
-            detail=f"rollback requested by {request.requested_by}; waits {timeout_s} s",
-            command=f'deliver approve {request.run} --approver <you> --reason "<why>"',
-        ),
+        target,
+        request,
+        evidence,
+        f"rollback requested by {request.requested_by}; waits {timeout_s} s",
     )
     was_live = production.live.image if production.live else None
 
