@@ -34,11 +34,12 @@ from prefect.events.filters import (
     EventOccurredFilter,
     EventResourceFilter,
 )
+from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.flow_runs import aresume_flow_run
 
 from deliver.errors import DeliveryError
-from deliver.planning.events import RELEASE_FINISHED
+from deliver.planning.events import CI_FAILED, CI_STARTED, CI_SUCCEEDED, RELEASE_FINISHED
 from deliver.planning.metrics import DeliveryMetrics, ReleaseRecord, compute, parse_window
 
 EVENTS_PAGE = 50  # the server's maximum
@@ -169,6 +170,35 @@ def read_release_records(
 
 class BadWindow(DeliveryError):
     pass
+
+
+def latest_ci_event(service: str, ref: str) -> str | None:
+    """The name of the newest CI event (started, succeeded, failed) of the service's ref."""
+    query = EventFilter(
+        event=EventNameFilter(name=[CI_STARTED, CI_SUCCEEDED, CI_FAILED]),
+        resource=EventResourceFilter(
+            id=[f"deliver.service.{service}"],
+            labels=ResourceSpecification({"deliver.ref": ref}),
+        ),
+    )
+    with get_client(sync_client=True) as client:
+        page = client.read_events(filter=query, limit=1)
+    return page.events[0].event if page.events else None
+
+
+def recent_releases(service: str, environment: str) -> list[ReleaseRecord]:
+    """The newest release events of the service in one environment (the server's default
+    window, 180 days): enough to tell what serves there now."""
+    query = EventFilter(
+        event=EventNameFilter(name=[RELEASE_FINISHED]),
+        resource=EventResourceFilter(
+            id=[f"deliver.service.{service}"],
+            labels=ResourceSpecification({"deliver.environment": environment}),
+        ),
+    )
+    with get_client(sync_client=True) as client:
+        page = client.read_events(filter=query, limit=EVENTS_PAGE)
+    return [ReleaseRecord.from_payload(event.payload) for event in page.events]
 
 
 def delivery_metrics(

@@ -1,4 +1,4 @@
-"""`deliver webhook serve`: GitHub-style webhooks in, CI deployment runs out.
+"""`deliver webhook serve`: GitHub-style webhooks in, CI deployment runs out; status badges.
 
 Every accepted delivery starts the `ci` deployment, keyed by its delivery id, so a replayed
 delivery finds the run it already started. What follows a green CI run (a staging or production
@@ -10,6 +10,10 @@ most `max_connections` are served at once (more get 503), a Content-Length that 
 decimal is 400, one over `max_body` is 413 before any byte of the body is read, and every
 malformed input gets a 4xx, never a dropped connection or a 500. The judging is pure
 (`deliver.planning.webhook`).
+
+Beside it, GET serves badges a README embeds (`deliver.planning.badges`), read from the
+server's events: `/badges/<service>/ci.svg?branch=main` (the branch's latest CI run: passing,
+failing, running) and `/badges/<service>/<environment>.svg` (the version live there).
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from deliver.planning.badges import Badge, ci_badge, environment_badge, live_version
+from deliver.planning.metrics import ReleaseRecord
 from deliver.planning.webhook import MAX_BODY_BYTES, Run, Verdict, judge
 
 CI_DEPLOYMENT = "ci-pipeline/ci"
@@ -71,6 +77,29 @@ def start_ci(settings: WebhookSettings, run: Run) -> str:
     return str(created.id)
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BadgeSource:
+    """Where badges read their state: the newest CI event of a service's branch, and the
+    newest release events of a service in an environment."""
+
+    latest_ci_event: Callable[[str, str], str | None]
+    recent_releases: Callable[[str, str], list[ReleaseRecord]]
+
+
+def prefect_badge_source() -> BadgeSource:
+    # Prefect only now: `deliver webhook serve` has pointed it at its server by then.
+    from deliver import prefect_api
+
+    return BadgeSource(
+        latest_ci_event=prefect_api.latest_ci_event,
+        recent_releases=prefect_api.recent_releases,
+    )
+
+
+BADGE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
+
+
 class OncePerDelivery:
     """Concurrent copies of one delivery wait for the first one's run instead of each asking
     the server (the idempotency key still covers copies that arrive later or elsewhere)."""
@@ -103,10 +132,29 @@ LOG = logging.getLogger("deliver.webhook")
 
 
 def app_for(
-    settings: WebhookSettings, starter: Callable[[WebhookSettings, Run], str] = start_ci
+    settings: WebhookSettings,
+    starter: Callable[[WebhookSettings, Run], str] = start_ci,
+    badges: BadgeSource | None = None,
 ) -> Starlette:
-    """The ASGI app: every POST, whatever its path, is a delivery."""
+    """The ASGI app: every POST, whatever its path, is a delivery; GET /badges/... a badge."""
     once = OncePerDelivery(starter)
+
+    async def badge(request: Request) -> Response:
+        service, name = request.path_params["service"], request.path_params["name"]
+        branch = request.query_params.get("branch", "main")
+        if not (BADGE_NAME.match(service) and BADGE_NAME.match(name) and BRANCH.match(branch)):
+            return answer(Verdict(status=404, reason="no such badge"))
+        source = badges or prefect_badge_source()
+        try:
+            if name == "ci":
+                shown = ci_badge(await asyncio.to_thread(source.latest_ci_event, service, branch))
+            else:
+                records = await asyncio.to_thread(source.recent_releases, service, name)
+                shown = environment_badge(name, live_version(records, name))
+        except Exception as exc:  # the API is down: say so rather than drop the image
+            LOG.error("could not read the badge's state: %s", type(exc).__name__)
+            return answer(Verdict(status=503, reason="could not read the state; retry"))
+        return badge_response(shown, request.headers.get("if-none-match"))
 
     async def delivery(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length")
@@ -133,7 +181,21 @@ def app_for(
             return answer(Verdict(status=503, reason="could not start the CI run; retry"))
         return answer(verdict, flow_run_id=run_id)
 
-    return Starlette(routes=[Route("/{path:path}", delivery, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/badges/{service}/{name}.svg", badge, methods=["GET"]),
+            Route("/{path:path}", delivery, methods=["POST"]),
+        ]
+    )
+
+
+def badge_response(badge: Badge, if_none_match: str | None) -> Response:
+    """The SVG, which clients and image proxies revalidate on each view (its ETag makes that
+    a 304 while the state is unchanged)."""
+    headers = {"Cache-Control": "no-cache, max-age=0", "ETag": badge.etag()}
+    if if_none_match == badge.etag():
+        return Response(status_code=304, headers=headers)
+    return Response(badge.svg(), media_type="image/svg+xml", headers=headers)
 
 
 def answer(verdict: Verdict, **extra: str) -> JSONResponse:
@@ -205,10 +267,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8095,
     starter: Callable[[WebhookSettings, Run], str] = start_ci,
+    badges: BadgeSource | None = None,
 ) -> RunningServer:
     """A started server, listening once this returns."""
     config = uvicorn.Config(
-        app_for(settings, starter),
+        app_for(settings, starter, badges),
         host=host,
         port=port,
         http=protocol_with_header_timeout(settings.header_timeout_s),

@@ -26,7 +26,7 @@ from deliver.planning.ci import (
     standard_build_args,
 )
 from deliver.planning.dockerfile import base_image, declared_args
-from deliver.planning.events import ci_succeeded
+from deliver.planning.events import CI_FAILED, CI_STARTED, ci_progress, ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
 from deliver.planning.runtime import runtime_facts
@@ -282,8 +282,11 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
             app = prepare_app(
                 parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
             )
+            emit_event(**ci_progress(event=CI_STARTED, **_ci_resource(parameters, app)))
             return _pipeline(parameters, app, cache, workdir)
         except Exception as exc:
+            if app is not None:
+                emit_event(**ci_progress(event=CI_FAILED, **_ci_resource(parameters, app)))
             notify_failure(
                 parameters.notify_block,
                 NoticeKind.CI_FAILED,
@@ -294,6 +297,11 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
             raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _ci_resource(parameters: CiParameters, app: PreparedApp) -> dict[str, str]:
+    kind = app.checkout.resolved.kind.value
+    return {"service": app.service, "ref": parameters.ref, "kind": kind}
 
 
 def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:

@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -33,6 +34,7 @@ from deliver.errors import (
     ScanFailed,
     SpecError,
 )
+from deliver.planning.events import CI_FAILED, CI_STARTED
 from deliver.prefect_api import final_task_runs
 from flows.ci import CiParameters, CiResult, ci_pipeline
 from tests.conftest import PROJECT_DIR
@@ -291,6 +293,19 @@ def test_failing_test_stops_before_the_build(ci, app_repo, registry):
     # The registry lookup runs beside the checks (it only reads); nothing is built or written.
     assert not any(name.startswith(("build-", "push-", "tag-")) for name in states)
     assert_nothing_pushed(app_repo, ref, registry)
+    assert latest_ci_event_of("stock-api", ref) == CI_FAILED  # the branch's badge: failing
+
+
+def latest_ci_event_of(service: str, ref: str) -> str | None:
+    """The newest CI event the server has persisted for the ref (a moment after the run)."""
+    from deliver.prefect_api import latest_ci_event
+
+    deadline = time.monotonic() + 20
+    while (found := latest_ci_event(service, ref)) in (None, CI_STARTED):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return found
 
 
 def test_lint_failure_stops_the_run(ci, app_repo, registry):

@@ -8,7 +8,9 @@ from typing import Any
 
 from deliver.planning.release import Outcome
 
+CI_STARTED = "deliver.ci.started"
 CI_SUCCEEDED = "deliver.ci.succeeded"
+CI_FAILED = "deliver.ci.failed"
 RELEASE_TAG = re.compile(r"^v\d[\w.+-]*$")
 
 
@@ -31,6 +33,20 @@ def ci_succeeded(
             "deliver.ref-kind": ref_kind(ref, kind),
         },
         "payload": {"image": image, "version": version, "sha": sha, "ref": ref},
+    }
+
+
+def ci_progress(*, event: str, service: str, ref: str, kind: str) -> dict[str, Any]:
+    """`emit_event` arguments for a CI run of the service's ref that started or failed (what
+    status badges show); a green run emits `ci_succeeded`."""
+    return {
+        "event": event,
+        "resource": {
+            "prefect.resource.id": f"deliver.service.{service}",
+            "prefect.resource.name": service,
+            "deliver.ref": ref,
+            "deliver.ref-kind": ref_kind(ref, kind),
+        },
     }
 
 
