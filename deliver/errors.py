@@ -113,8 +113,11 @@ class ChecksFailed(PipelineError):
 class CheckFailed(PipelineError):
     """One check exited non-zero; carries its result."""
 
-    def __init__(self, *, name: str, exit_code: int, where: str, tail: str) -> None:
+    def __init__(
+        self, *, name: str, exit_code: int, where: str, tail: str, sarif: str = ""
+    ) -> None:
         self.name, self.exit_code, self.where, self.tail = name, exit_code, where, tail
+        self.sarif = sarif  # the SARIF runs it wrote (JSON), if any
         super().__init__(f"Check {name!r} exited {exit_code} in {where}. Last lines:\n{tail}")
 
 

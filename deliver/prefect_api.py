@@ -18,6 +18,7 @@ from uuid import UUID
 from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
+    ArtifactFilterFlowRunId,
     ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
@@ -41,6 +42,7 @@ from prefect.flow_runs import aresume_flow_run
 from deliver.errors import DeliveryError
 from deliver.planning.events import CI_FAILED, CI_STARTED, CI_SUCCEEDED, RELEASE_FINISHED
 from deliver.planning.metrics import DeliveryMetrics, ReleaseRecord, compute, parse_window
+from deliver.planning.sarif import sarif_from
 
 EVENTS_PAGE = 50  # the server's maximum
 FINAL_STATES = {"Completed", "Cached", "Failed", "Crashed", "Cancelled"}
@@ -231,6 +233,22 @@ def ci_result_naming(digest: str) -> str | None:
         if digest in data and data.startswith("# CI of"):
             return data
     return None
+
+
+def sarif_runs_of(flow_run_id: UUID) -> list[dict[str, Any]]:
+    """The SARIF runs a CI run published (one artifact a tool: `sarif-<service>-<tool>`)."""
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(like_="sarif-%"),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                ),
+                sort=ArtifactSort.KEY_ASC,
+            )
+
+    return [run for artifact in asyncio.run(read()) for run in sarif_from(str(artifact.data))]
 
 
 def wait_for_flow_run(run_id: UUID, *, until: set[str], timeout_s: float = 300) -> Any:

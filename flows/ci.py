@@ -6,6 +6,7 @@ Its output, an image in the registry by digest with its evidence, is what `relea
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from deliver.planning.events import CI_FAILED, CI_STARTED, ci_progress, ci_succe
 from deliver.planning.notices import NoticeKind, checked_block_reference
 from deliver.planning.report import ci_report
 from deliver.planning.runtime import runtime_facts
+from deliver.planning.sarif import markdown as sarif_markdown
+from deliver.planning.sarif import sarif_key
 from deliver.planning.services import filled_env
 from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
 from deliver.tasks.app_environment import job_image, prepare_app_environment
@@ -51,7 +54,7 @@ from deliver.tasks.registry import (
     push_image,
     tag_image,
 )
-from deliver.tasks.scan import ScanReport, scan_image
+from deliver.tasks.scan import ScanReport, publish_scan_sarif, scan_image
 from flows.prepared_app import PreparedApp, prepare_app
 
 PUBLIC_OSV = "https://api.osv.dev/v1/query"
@@ -119,6 +122,7 @@ class CheckOutcome:
     tests: TestCounts | None = None
     coverage: float | None = None
     tail: str = ""
+    sarif: str = ""  # SARIF runs the check wrote, as JSON
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,10 +151,16 @@ def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
             exit_code=value.exit_code,
             tests=value.tests,
             coverage=value.coverage,
+            sarif=value.sarif,
         )
     if isinstance(value, CheckFailed):
         return CheckOutcome(
-            name=name, status="failed", duration_s=0.0, exit_code=value.exit_code, tail=value.tail
+            name=name,
+            status="failed",
+            duration_s=0.0,
+            exit_code=value.exit_code,
+            tail=value.tail,
+            sarif=value.sarif,
         )
     return CheckOutcome(name=name, status="failed", duration_s=0.0, exit_code=-1, tail=str(value))
 
@@ -196,6 +206,14 @@ def publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
             }
         )
     create_table_artifact(key=f"ci-checks-{service}", table=rows, description="CI checks")
+    for o in outcomes:
+        if o.sarif:  # cached results carry theirs: every run shows every tool's results
+            runs = json.loads(o.sarif)
+            create_markdown_artifact(
+                key=sarif_key(service, o.name),
+                markdown=sarif_markdown(f"SARIF of check {o.name} ({service})", runs),
+                description=f"{sum(len(r.get('results') or []) for r in runs)} result(s)",
+            )
 
 
 @task(name="publish_result")
@@ -252,11 +270,15 @@ def _image(
         bool(spec.services),
         filled_env(spec.container.env, containers.access),
     )
-    scan = scan_image.submit(image_id, spec.service, parameters.advisory_url, spec.scan)
+    dockerfile = Path(plan.context, plan.dockerfile).relative_to(app.checkout.workdir.resolve())
+    scan = scan_image.submit(
+        image_id, spec.service, parameters.advisory_url, spec.scan, dockerfile.as_posix()
+    )
     health.wait()
     scan.wait()
     health.result()
     report = scan.result()
+    publish_scan_sarif(spec.service, report, dockerfile.as_posix())  # a failed scan did already
 
     if existing is None:
         return (

@@ -225,6 +225,7 @@ def test_green_path_publishes_artifacts(green, prefect_api):
     progress = ["health-stock-api"]
     progress += [f"build-{IMAGE}", f"push-{IMAGE}"] if result.built else []
     keys = [f"{kind}-stock-api" for kind in ("ci", "ci-checks", "scan", "sbom", "scan-counts")]
+    keys += ["sarif-stock-api-scan", "sarif-stock-api-security"]  # bandit's, and the scan's
     keys += progress
 
     async def latest() -> dict[str, str]:
@@ -238,6 +239,7 @@ def test_green_path_publishes_artifacts(green, prefect_api):
     assert set(found) == set(keys)
     assert result.image in found["ci-stock-api"]
     assert "CycloneDX" in found["sbom-stock-api"]
+    assert '"name": "Bandit"' in found["sarif-stock-api-security"]
     assert '"severity": "critical"' in found["scan-counts-stock-api"]
     for key in progress:  # finished
         assert float(found[key]) == 100.0

@@ -3,6 +3,7 @@ through CI on a repository that has never seen this project."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -112,9 +113,10 @@ CMD ["python3", "-m", "greeter.app"]
 
 def test_a_repository_that_never_saw_this_project_goes_through_ci(tmp_path, sandbox_config):
     """Only a requirements.txt, a Dockerfile, a package and its tests: the spec `init` writes
-    takes it through CI as it is (its guesses held: /health is answered by every path)."""
+    takes it through `deliver ci --sandbox` as it is (its guesses held: /health is answered by
+    every path), and the run's SARIF (bandit's and the image scan's) is valid SARIF 2.1.0."""
     from tests.test_ci_pipeline import git
-    from tests.test_job_containers import ci_on_sandbox
+    from tests.test_sarif import assert_valid_sarif
 
     repo = tmp_path / "greeter"
     (repo / "greeter").mkdir(parents=True)
@@ -130,6 +132,20 @@ def test_a_repository_that_never_saw_this_project_goes_through_ci(tmp_path, sand
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "greeter")
-    state, result = ci_on_sandbox(sandbox_config, repo)
-    assert state.is_completed(), result
-    assert {c.name: c.status for c in result.checks}["tests"] in {"passed", "cached"}
+    sarif = tmp_path / "out.sarif"
+    argv = ["ci", "--sandbox", "--repo", str(repo), "--json", "--sarif", str(sarif)]
+    ci = subprocess.run(
+        [sys.executable, "-m", "deliver.cli", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert ci.returncode == 0, ci.stderr[-3000:]
+    result = json.loads(ci.stdout)
+    assert {c["name"]: c["status"] for c in result["checks"]}["tests"] in {"passed", "cached"}
+    log = json.loads(sarif.read_text())
+    assert_valid_sarif(log)
+    tools = sorted(run["tool"]["driver"]["name"] for run in log["runs"])
+    assert tools == ["Bandit", "deliver-image-scan"]
+    assert f"SARIF: {sum(len(run['results']) for run in log['runs'])} result(s)" in ci.stderr

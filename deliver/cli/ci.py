@@ -41,6 +41,12 @@ def register(subcommands: Commands) -> None:
         help="use the local sandbox: its Prefect server, advisory mirror and base image",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--sarif",
+        type=Path,
+        metavar="PATH",
+        help="write the scan's and the checks' SARIF 2.1.0 results there, pass or fail",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -88,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=implied.get("cache_dir"),
     )
     state, value = run_ci(parameters)
+    if args.sarif:
+        write_sarif(args.sarif, state.state_details.flow_run_id)
     if not state.is_completed():
         say(f"error: ci-pipeline {state.name}: {value}")
         return EXIT_FAILED
@@ -97,6 +105,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(summary(result))
     return EXIT_OK
+
+
+def write_sarif(path: Path, flow_run_id: Any) -> None:
+    from deliver.planning.sarif import sarif_log
+    from deliver.prefect_api import sarif_runs_of
+
+    runs = sarif_runs_of(flow_run_id)
+    path.write_text(json.dumps(sarif_log(runs), indent=1) + "\n")
+    results = sum(len(run.get("results") or []) for run in runs)
+    names = (str(run.get("tool", {}).get("driver", {}).get("name", "?")) for run in runs)
+    tools = ", ".join(names) or "no tool ran"
+    say(f"SARIF: {results} result(s) from {tools} in {path}")
 
 
 def summary(result: Any) -> str:

@@ -177,6 +177,9 @@ def plan_build(
     )
 
 
+CHECK_RESULT_SHAPE = 2  # raised when CheckResult gains or loses a field (2: sarif)
+
+
 def check_cache_key(
     check: CheckSpec,
     *,
@@ -184,10 +187,19 @@ def check_cache_key(
     environment_digest: str,
     placeholders: Mapping[str, str] | None = None,
 ) -> str:
-    """What a check's outcome depends on: its command, the files it reads, the tools' versions."""
+    """What a check's outcome depends on: its command, the files it reads, the tools' versions,
+    and the shape of the result that is kept (a result of an older shape is not reused)."""
     filled = sorted((placeholders or {}).items())
     material = json.dumps(
-        [check.name, check.run, check.inputs, files_digest, environment_digest, filled]
+        [
+            CHECK_RESULT_SHAPE,
+            check.name,
+            check.run,
+            check.inputs,
+            files_digest,
+            environment_digest,
+            filled,
+        ]
     )
     return f"check-{check.name}-" + hashlib.sha256(material.encode()).hexdigest()
 

@@ -136,8 +136,9 @@ def plan_init(facts: RepoFacts) -> InitPlan:
         if package:
             to_check.append("the coverage gate (--cov-fail-under=70): set it to what you hold")
     if package:
-        checks.append(("security", ["bandit", "-q", "-r", package], [f"{package}/**/*.py"]))
-        tool_names.append("bandit")
+        bandit = ["bandit", "-q", "-r", package, "-f", "sarif", "-o", "{reports}/bandit.sarif"]
+        checks.append(("security", bandit, [f"{package}/**/*.py"]))
+        tool_names.append("bandit[sarif]")
     audit = ["pip-audit", "--strict", "--no-deps", "--disable-pip", "-r", "{requirements}"]
     audit += ["-s", "osv", "--osv-url", "{advisory_url}"]
     checks.append(("dependencies", audit, [*requirement_files] or ["pyproject.toml"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from deliver.planning.ci import (
     parse_coverage,
     parse_junit,
 )
+from deliver.planning.sarif import NotSarif, runs_of, summary_lines
 from deliver.spec import CheckSpec
 from deliver.tasks.app_environment import CONTAINER_TMP, writable_by_container
 from deliver.tasks.job import REPORTS, Job, containers_of, docker_cli_env
@@ -35,6 +37,7 @@ class CheckResult:
     tail: str
     tests: TestCounts | None = None
     coverage: float | None = None
+    sarif: str = ""  # the SARIF runs the check wrote (JSON), kept with a cached result
 
 
 def files_digest(app_dir: Path, patterns: list[str]) -> str:
@@ -87,6 +90,10 @@ def run_check(check: CheckSpec, job: Job, placeholders: dict[str, str]) -> Check
         on_line=lambda line: logger.info("%s | %s", check.name, line),
     )
     junit, coverage = reports / "junit.xml", reports / "coverage.json"
+    runs = sarif_runs(reports, job.folder_in_repo)
+    found = summary_lines(runs)
+    for line in found:
+        logger.info("%s | sarif: %s", check.name, line)
     outcome = CheckResult(
         name=check.name,
         passed=result.ok,
@@ -96,9 +103,34 @@ def run_check(check: CheckSpec, job: Job, placeholders: dict[str, str]) -> Check
         tail=result.tail(30),
         tests=parse_junit(junit.read_text()) if junit.exists() else None,
         coverage=round(parse_coverage(coverage.read_text()), 2) if coverage.exists() else None,
+        sarif=json.dumps(runs) if runs else "",
     )
     if not outcome.passed:
+        # A tool writing SARIF to a file may print nothing: its results say what failed.
+        tail = "\n".join([outcome.tail, *found]).strip()
         raise CheckFailed(
-            name=check.name, exit_code=result.exit_code, where=job.workdir, tail=outcome.tail
+            name=check.name,
+            exit_code=result.exit_code,
+            where=job.workdir,
+            tail=tail,
+            sarif=outcome.sarif,
         )
     return outcome
+
+
+MAX_SARIF_BYTES = 8 * 1024 * 1024
+
+
+def sarif_runs(reports: Path, folder_in_repo: str) -> list[dict[str, Any]]:
+    """The runs of every `*.sarif` the check wrote in its reports folder; one that is too big
+    or not SARIF is named in the log and skipped."""
+    runs: list[dict[str, Any]] = []
+    for path in sorted(reports.glob("*.sarif")):
+        if not path.is_file() or path.stat().st_size > MAX_SARIF_BYTES:
+            get_run_logger().warning("%s: skipped, not a file under 8 MiB", path.name)
+            continue
+        try:
+            runs += runs_of(path.read_text(errors="replace"), prefix=folder_in_repo)
+        except NotSarif as exc:
+            get_run_logger().warning("%s: skipped, %s", path.name, exc)
+    return runs

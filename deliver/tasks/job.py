@@ -63,6 +63,11 @@ class Job:
     environment: AppEnvironment
     untrusted: bool
 
+    @property
+    def folder_in_repo(self) -> str:
+        """The app's folder relative to the repository's root ('' at the root)."""
+        return self.workdir.removeprefix(WORKSPACE).strip("/")
+
 
 def _remove_labelled(client: docker.DockerClient, run_label: str) -> None:
     for container in client.containers.list(all=True, filters={"label": f"{CI_LABEL}={run_label}"}):

@@ -29,6 +29,8 @@ from deliver.planning.ci import (
     severity_from_osv,
 )
 from deliver.planning.osv import cyclonedx_sbom, parse_dpkg_status, parse_python_metadata
+from deliver.planning.sarif import markdown as sarif_markdown
+from deliver.planning.sarif import sarif_key, scan_run
 from deliver.spec import ScanPolicy
 from deliver.tasks.engine import docker_client
 from deliver.tasks.loading import http_client
@@ -211,7 +213,13 @@ def _findings_markdown(service: str, report: ScanReport) -> str:
     cache_expiration=datetime.timedelta(hours=6),  # advisories change; rescan at least this often
     persist_result=True,
 )
-def scan_image(image_id: str, service: str, advisory_url: str, policy: ScanPolicy) -> ScanReport:
+def scan_image(
+    image_id: str,
+    service: str,
+    advisory_url: str,
+    policy: ScanPolicy,
+    dockerfile: str = "Dockerfile",
+) -> ScanReport:
     """SBOM (CycloneDX, kept as an artifact), pip-audit of its Python packages, then the policy."""
     logger = get_run_logger()
     os_packages, python_packages = image_inventory(image_id)
@@ -258,5 +266,19 @@ def scan_image(image_id: str, service: str, advisory_url: str, policy: ScanPolic
         description=f"Findings by severity: {verdict}",
     )
     if not passed:
+        publish_scan_sarif.fn(service, report, dockerfile)
         raise ScanFailed(image=image_id, reason=verdict)
     return report
+
+
+@task(name="publish_scan_sarif")
+def publish_scan_sarif(service: str, report: ScanReport, dockerfile: str) -> None:
+    """The scan's findings as SARIF, located at the Dockerfile the image was built from."""
+    run = scan_run(
+        report.findings, image=report.image_id, scanners=report.scanners, location=dockerfile
+    )
+    create_markdown_artifact(
+        key=sarif_key(service, "scan"),
+        markdown=sarif_markdown(f"SARIF of the image scan ({service})", [run]),
+        description=f"{len(report.findings)} finding(s)",
+    )
