@@ -26,6 +26,11 @@ class ApprovalPolicy(Block):
         default_factory=dict,
         description="Base32 TOTP secret per approver (RFC 6238); those approvers must give a code.",
     )
+    require_codes: bool = Field(
+        default=True,
+        description="Every approver proves who they are with a one-time code, so each needs a "
+        "TOTP secret here. Turn off only where a typed name is proof enough.",
+    )
     timeout_s: float = Field(
         default=86400.0, gt=0, description="How long a release waits for approval (24 h)."
     )
@@ -39,6 +44,16 @@ class ApprovalPolicy(Block):
         description="People who may approve their own production rollback, in an emergency; "
         "each needs a TOTP secret here and gives a one-time code. It is recorded as theirs.",
     )
+
+    @model_validator(mode="after")
+    def _approvers_need_codes(self) -> ApprovalPolicy:
+        without = [name for name in self.approvers if name not in self.totp_secrets]
+        if self.require_codes and without:
+            raise ValueError(
+                f"require_codes: {', '.join(without)} must have a TOTP secret (totp_secrets), "
+                "or set require_codes to false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _emergency_needs_codes(self) -> ApprovalPolicy:

@@ -19,6 +19,7 @@ from uuid import UUID
 from deliver import sandbox
 from deliver.cli.ci import current_ref, run_ci, summary
 from deliver.sandbox import use_sandbox
+from deliver.sandbox.approvers import DEMO_APPROVER, one_time_code
 from deliver.sandbox.chat import ChatInbox
 from deliver.sandbox.component import Context
 from deliver.sandbox.prefect_blocks import NOTIFY_BLOCK
@@ -26,7 +27,6 @@ from deliver.sandbox.state import SandboxState
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_SPEC = "examples/stock-api/deliver.yaml"
-DEMO_APPROVER = "demo-approver"
 
 
 def step(title: str) -> None:
@@ -115,8 +115,8 @@ def main() -> int:
         return 1
     print(f"  waiting: {ui}/runs/flow-run/{run_id} (the Resume button shows the evidence)")
     command = (
-        f"deliver approve {run_id} --approver {DEMO_APPROVER} "
-        "--reason 'staging checks passed' --sandbox"
+        f"deliver approve {run_id} --approver {DEMO_APPROVER} --reason 'staging checks passed' "
+        f'--code "$(.venv/bin/deliver sandbox code {DEMO_APPROVER})" --sandbox'
     )
     print(f"  approve from the command line: .venv/bin/{command}")
     if os.environ.get("APPROVE") != "1":
@@ -131,7 +131,7 @@ def main() -> int:
         decision="approve",
         approver=DEMO_APPROVER,
         reason="staging checks passed",
-        code="",
+        code=one_time_code(config.state_dir, DEMO_APPROVER),  # from the approver's authenticator
     )
     run = wait_for_flow_run(run_id, until={"COMPLETED"})
     print(f"  {run.state.name}: {ui}/runs/flow-run/{run_id}")

@@ -177,3 +177,19 @@ def test_the_rollback_evidence_names_what_serves_and_what_comes_back():
     assert "production now: 2.0" in text
     assert "it went live at t1" in text
     assert "dave may approve their own rollback" in text
+
+
+def test_a_policy_that_requires_codes_refuses_an_approver_without_a_secret():
+    """The block's default: every approver proves who they are; one without a secret cannot."""
+    import dataclasses
+
+    from pydantic import SecretStr, ValidationError
+
+    from blocks.approval_policy import ApprovalPolicy
+
+    strict = dataclasses.replace(POLICY, require_codes=True)
+    bob = Decision(decision="approve", approver="bob", reason="", code="")
+    assert "requires a one-time code" in (refusal(strict, bob, requester="carol", at=0.0) or "")
+    with pytest.raises(ValidationError, match="bob must have a TOTP secret"):
+        ApprovalPolicy(approvers=["alice", "bob"], totp_secrets={"alice": SecretStr("A" * 16)})
+    assert ApprovalPolicy(approvers=["bob"], require_codes=False).require_codes is False

@@ -38,6 +38,7 @@ from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_
 from flows.release import ReleaseParameters, RollbackParameters, release_here, rollback_here
 from tests.conftest import PROJECT_DIR
 from tests.images import push_sample
+from tests.policies import code_of
 
 REPOSITORY = "release-test"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -114,7 +115,7 @@ class ProductionRelease:
             decision=decision,
             approver=approver,
             reason=kw.get("reason", ""),
-            code=kw.get("code", ""),
+            code=kw["code"] if "code" in kw else code_of(approver),
         )
 
     def result(self) -> tuple[Any, Any]:
@@ -542,7 +543,9 @@ def test_rejection_leaves_production_unchanged(images, sandbox_config):
 
 def test_approval_timeout_changes_nothing(images, sandbox_config):
     """No decision within the policy's timeout: the run ends and production is not changed."""
-    ApprovalPolicy(approvers=["demo-approver"], timeout_s=3).save("quick-approvals", overwrite=True)
+    ApprovalPolicy(approvers=["demo-approver"], timeout_s=3, require_codes=False).save(
+        "quick-approvals", overwrite=True
+    )
     before = host_state(sandbox_config, "production")["live"]
     state, _ = run_release(images["v2"], "staging", "1.0.2")
     assert state.is_completed()
@@ -591,9 +594,10 @@ def waiting_rollback(timeout_s: float = 120.0) -> str:
 
 
 def test_rollback_to_previous_and_named_versions(images, sandbox_config):
-    """`deliver rollback` of production waits for an approval, then switches to the previous
-    kept version; an emergency rollback to a named one is approved by its requester's own code
-    (and refused without it); a version not kept is refused before any wait."""
+    """`deliver rollback` of production waits for an approval (its requester's own is refused),
+    then switches to the previous kept version; an emergency rollback to a named one is approved
+    by its requester's own code (and refused without it); a version not kept is refused before
+    any wait."""
     import subprocess
     import sys
 
@@ -602,23 +606,32 @@ def test_rollback_to_previous_and_named_versions(images, sandbox_config):
     other = "1.0.2" if live == "1.0.1" else "1.0.1"
     cli = [sys.executable, "-m", "deliver.cli"]
     asked = subprocess.Popen(
-        [*cli, "rollback", "--env", "production", "--requested-by", "carol", "--sandbox"],
+        [*cli, "rollback", "--env", "production", "--requested-by", "demo-approver", "--sandbox"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    decide(waiting_rollback(), decision="approve", approver="demo-approver", reason="bad", code="")
+    own = code_of("demo-approver")  # a valid code, but demo-approver asked for this rollback
+    decide(waiting_rollback(), decision="approve", approver="demo-approver", reason="me", code=own)
+    decide(
+        waiting_rollback(),
+        decision="approve",
+        approver="alice",
+        reason="bad",
+        code=code_of("alice"),
+    )
     _, err = asked.communicate(timeout=120)
     assert asked.returncode == 0, err[-2000:]
     assert version_at(front) == other
     last = host_state(sandbox_config, "production")["history"][-1]
-    assert (last["outcome"], last["approval"]["approver"]) == ("rolled-back", "demo-approver")
+    assert (last["outcome"], last["approval"]["approver"]) == ("rolled-back", "alice")
 
     secret = base64.b32encode(b"emergency-rollback-key").decode()
     ApprovalPolicy(
         approvers=["demo-approver"],
         totp_secrets={"dave": SecretStr(secret)},
         emergency_rollback=["dave"],
+        require_codes=False,
     ).save("emergency-rollbacks", overwrite=True)
     parameters = RollbackParameters(
         environment="production",
@@ -716,7 +729,8 @@ def test_deployment_release_suspends_without_holding_a_process(images, sandbox_c
     while processes_of(str(run_id)):
         assert time.monotonic() < deadline, "a process still holds the suspended run"
         time.sleep(0.5)
-    decide(str(run_id), decision="approve", approver="demo-approver", reason="suspend", code="")
+    code = code_of("demo-approver")
+    decide(str(run_id), decision="approve", approver="demo-approver", reason="suspend", code=code)
     run = wait_for(run_id, until={"COMPLETED"}, timeout_s=180)
     assert run.state.is_completed(), run.state
     assert version_at(sandbox_config.production_front_url) == "1.0.1"

@@ -33,6 +33,7 @@ from deliver.demo import deploy_release, start_release
 from deliver.prefect_api import wait_for_flow_run as wait_for
 from deliver.sandbox.manager import BROWSER_TOOLS
 from deployments import deploy_all
+from tests.policies import code_of
 from tests.test_ci_pipeline import SAMPLE, git
 from tests.test_release import host_state, run_release
 
@@ -196,6 +197,7 @@ def test_ci_from_the_run_form_then_approval_from_the_resume_form(browser, sandbo
 
     open_resume_form(browser, run_id, f"Release {version} to production")
     replace_text(field(browser, "Approver"), "demo-approver")
+    replace_text(field(browser, "Code (Optional)"), code_of("demo-approver"))
     replace_text(field(browser, "Reason (Optional)"), "approved in the UI")
     browser.find_element(By.XPATH, "//button[normalize-space()='Submit']").click()
 

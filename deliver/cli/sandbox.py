@@ -1,4 +1,4 @@
-"""`deliver sandbox up | down | status | env | packages`: the local sandbox on loopback."""
+"""`deliver sandbox up | down | status | env | packages | code`: the local sandbox on loopback."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from deliver import sandbox
 from deliver.cli.common import EXIT_OK, EXIT_UNHEALTHY, Commands, say
+from deliver.sandbox.approvers import APPROVERS, one_time_code
 from deliver.sandbox.component import ComponentStatus
 from deliver.sandbox.manager import component_names
 
@@ -43,6 +44,12 @@ def register(subcommands: Commands) -> None:
 
     packages = actions.add_parser("packages", help="install missing Debian packages (root)")
     packages.set_defaults(handler=run_packages)
+
+    code = actions.add_parser(
+        "code", help="a sandbox approver's current one-time code (their authenticator app)"
+    )
+    code.add_argument("approver", choices=APPROVERS)
+    code.set_defaults(handler=run_code)
 
 
 def _only(value: str | None) -> list[str] | None:
@@ -94,4 +101,12 @@ def run_env(args: argparse.Namespace) -> int:
 def run_packages(args: argparse.Namespace) -> int:
     installed = sandbox.ensure_packages(sandbox.config_from_env(), say=say)
     say(f"installed: {', '.join(installed)}" if installed else "all system packages present")
+    return EXIT_OK
+
+
+def run_code(args: argparse.Namespace) -> int:
+    from deliver.sandbox.connect import use_sandbox
+
+    use_sandbox()  # the codes already used are read from the sandbox's server
+    print(one_time_code(sandbox.config_from_env().state_dir, args.approver))
     return EXIT_OK

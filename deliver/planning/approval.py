@@ -50,6 +50,7 @@ class PolicyView:
     allow_self_approval: bool
     totp_secrets: Mapping[str, str]  # approver -> base32 secret; a code is required for them
     emergency_rollback: tuple[str, ...] = ()  # may approve their own production rollback
+    require_codes: bool = False  # every approver must give a code (the block's default: True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +93,8 @@ def refusal(
         return f"{requester!r} requested this {what} and may not approve it"
     secret = policy.totp_secrets.get(decision.approver)
     if secret is None:
+        if policy.require_codes:
+            return f"the policy requires a one-time code, and {decision.approver!r} has no secret"
         return None
     step = totp_step(secret, decision.code, at=at)
     if step is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import getpass
 import secrets
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from deliver.sandbox.approvers import APPROVERS, approver_secret
 from deliver.sandbox.chat import ChatInbox
 from deliver.sandbox.component import Component, ComponentStatus, Context
 from deliver.sandbox.config import LOOPBACK, Environment
@@ -26,7 +26,6 @@ CHAT_BLOCK = "sandbox-chat"
 NOTIFY_BLOCK = f"custom-webhook/{CHAT_BLOCK}"  # how flows' notify_block parameter names it
 APPROVAL_POLICY = "production-approvals"
 ORDERS_SERVICE = "orders-api"
-DEMO_APPROVER = "demo-approver"
 SAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "stock-api" / "deliver.yaml"
 
 
@@ -197,8 +196,10 @@ class PrefectBlocks(Component):
             DeployTarget(**fleet_target_fields(ctx)).save(FLEET_BLOCK, overwrite=True)
             DeployTarget(**qa_target_fields(ctx)).save(QA_BLOCK, overwrite=True)
             ApprovalPolicy(
-                approvers=[DEMO_APPROVER, "alice"],
-                totp_secrets={"alice": SecretStr(self.alice_secret(ctx))},
+                approvers=list(APPROVERS),
+                totp_secrets={
+                    name: SecretStr(approver_secret(ctx.state, name)) for name in APPROVERS
+                },
                 emergency_rollback=["alice"],
             ).save(APPROVAL_POLICY, overwrite=True)
             secret = SecretStr(self.webhook_secret(ctx))
@@ -239,14 +240,6 @@ class PrefectBlocks(Component):
         password = found["password"]
         url = f"postgresql+psycopg://app:{password}@postgres:5432/app"
         return {"password": password, "url": url}
-
-    def alice_secret(self, ctx: Context) -> str:
-        """The sandbox approver 'alice' proves herself with a TOTP code from this secret."""
-        found = ctx.state.credentials("approver-alice")
-        if not found:
-            found = {"totp_secret": base64.b32encode(secrets.token_bytes(20)).decode()}
-            ctx.state.set_credentials("approver-alice", found)
-        return found["totp_secret"]
 
     def status(self, ctx: Context) -> ComponentStatus:
         # Prefect only now: the other components' commands never pay for importing it.

@@ -27,6 +27,7 @@ def check_decision(
         allow_self_approval=policy.allow_self_approval,
         totp_secrets={name: s.get_secret_value() for name, s in policy.totp_secrets.items()},
         emergency_rollback=tuple(policy.emergency_rollback),
+        require_codes=policy.require_codes,
     )
     now = time.time()
     secret = view.totp_secrets.get(decision.approver)
