@@ -78,7 +78,8 @@ def alert_specs(settings: AlertSettings, block_document_id: UUID) -> list[dict[s
                     "block_document_id": block_document_id,
                     "subject": f"release waiting for approval over {waited}",
                     "body": "Release {{ flow_run.name }} is still waiting: `deliver approvals`, "
-                    'then `deliver approve <run id> --approver <you> --reason "<why>"`.',
+                    "then `deliver approve <run id> --approver <you> --code <your code> "
+                    '--reason "<why>"`.',
                 }
             ],
         },

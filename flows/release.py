@@ -144,6 +144,9 @@ class ApprovalDecision(RunInput):
     code: str = Field(default="", description="Your one-time code, if the policy gives you one.")
 
 
+APPROVE_OPTIONS = '--approver <you> --code <your code> --reason "<why>"'
+
+
 @contextlib.contextmanager
 def environment_lock(environment: str) -> Iterator[None]:
     """One release at a time per environment: its strict global concurrency limit, leased and
@@ -292,10 +295,11 @@ def ask_for_approval(
             environment=target.environment,
             link=run_link(request.run),
             detail=detail,
-            command=f'deliver approve {request.run} --approver <you> --reason "<why>"',
+            command=f"deliver approve {request.run} {APPROVE_OPTIONS}",
         ),
     )
-    return ApprovalDecision.with_initial_data(description=evidence, decision="approve")
+    # No decision is preset: the form marks it required, and the approver picks one.
+    return ApprovalDecision.with_initial_data(description=evidence)
 
 
 def next_decision(form: type[ApprovalDecision], remaining_s: int, key: str) -> Decision | None:

@@ -6,6 +6,7 @@ deselects exactly the tests that need the SSH hosts.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,15 +37,43 @@ FIXTURE_MARKERS = {
 }
 
 
+# `make test` runs the suite on two pytest-xdist workers, a module at a time on either, except:
+# these modules release to the sandbox's stock-api hosts (staging, production, the fleet, their
+# nginx, the host states `reset_hosts` clears), so they run one after another on one worker;
+DEPLOY_HOSTS_GROUP = "deploy-hosts"
+DEPLOY_HOSTS_MODULES = {
+    "test_release",
+    "test_delivery_history",
+    "test_fleet",
+    "test_secret_leaks",
+    "test_ui",
+    "test_ssh_hosts",
+    "test_deploy_host_contract",
+    "test_pull_credentials",
+    "test_nginx_front",
+}
+# and these apply the deployments whose triggers release any green CI run on main: they run
+# alone, after the rest (`pytest -m serial`).
+SERIAL_MODULES = {"test_deployments"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for fixture, marker in FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+        module = item.path.stem
+        if module in SERIAL_MODULES:
+            item.add_marker("serial")
+        group = DEPLOY_HOSTS_GROUP if module in DEPLOY_HOSTS_MODULES else module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """The linters run beside the suite from the start, when it includes them."""
+    """The linters run beside the suite from the start, when it includes them (on a worker of
+    a parallel run, when the first lint test asks: every worker collects every test)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any(item.get_closest_marker("lint") for item in session.items):
         from tests.test_code_quality import start_linters
 
@@ -58,9 +87,14 @@ def sandbox_config() -> SandboxConfig:
 
 @pytest.fixture(scope="session")
 def sandbox_state(sandbox_config: SandboxConfig) -> SandboxState:
-    """The running sandbox, brought up once per session (a no-op when it already runs)."""
+    """The running sandbox, brought up once per session (a no-op when it already runs); the
+    workers of a parallel run take turns."""
+    lock = sandbox_config.state_dir / "tests-up.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
     try:
-        statuses = sandbox.up(sandbox_config, say=lambda _message: None)
+        with lock.open("a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            statuses = sandbox.up(sandbox_config, say=lambda _message: None)
     except DeliveryError as exc:
         pytest.fail(
             f"The sandbox could not be brought up: {exc}\n"

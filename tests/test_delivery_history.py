@@ -167,7 +167,7 @@ def test_each_notification_arrives_once_with_its_text(history, inbox):
     by_subject = dict(zip(subjects, texts, strict=True))
     waiting = by_subject["*stock-api 3.0.5 → production: waiting for approval*"]
     assert "`deliver approve " in waiting
-    assert '--approver <you> --reason "<why>"`' in waiting
+    assert '--approver <you> --code <your code> --reason "<why>"`' in waiting
     assert "/runs/flow-run/" in waiting  # the link to the run in the UI
     released = by_subject["*stock-api 3.0.5 → production: released*"]
     assert "approved by demo-approver: ship 3.0.5; replaced 3.0.2" in released

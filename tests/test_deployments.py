@@ -106,14 +106,20 @@ def test_prefect_deploy_all_applies_the_same_list(deployed, sandbox_config):
         assert name in done.stdout
 
 
-def test_green_ci_on_main_starts_the_staging_release(deployed, sandbox_config, base_image):
+def test_green_ci_on_main_releases_to_staging_and_a_v_tag_to_production(
+    deployed, sandbox_config, base_image
+):
     """The CI flow emits deliver.ci.succeeded; the release-staging trigger starts a run with its
-    digest, which the worker completes."""
+    digest, which the worker completes. Then a v* tag of that commit: its CI run's event starts
+    the production release through the release-production trigger, which waits for approval
+    (rejected here, so production is not changed)."""
     import shutil
     import uuid
 
     from deliver.cli.ci import run_ci
+    from deliver.prefect_api import decide
     from flows.ci import CiParameters
+    from tests.policies import code_of
     from tests.test_ci_pipeline import SAMPLE, git
 
     repo = sandbox_config.state_dir / "ci-cache" / f"chain-{uuid.uuid4().hex[:8]}"
@@ -121,43 +127,69 @@ def test_green_ci_on_main_starts_the_staging_release(deployed, sandbox_config, b
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "chain")
-    started = time.time()
-    state, result = run_ci(
-        CiParameters(
-            repo=str(repo),
-            ref="main",
-            spec_path="deliver.yaml",
-            advisory_url=sandbox_config.advisory_url,
-            build_args={"BASE_IMAGE": base_image},
-            cache_dir=str(sandbox_config.state_dir / "ci-cache"),
-        )
-    )
-    assert state.is_completed(), result
-    deployment_id = deployed["release-staging"]["deployment_id"]
 
-    async def triggered() -> list[Any]:
-        async with get_client() as client:
-            runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(),
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+    def ci_of(ref: str) -> Any:
+        state, result = run_ci(
+            CiParameters(
+                repo=str(repo),
+                ref=ref,
+                spec_path="deliver.yaml",
+                advisory_url=sandbox_config.advisory_url,
+                build_args={"BASE_IMAGE": base_image},
+                cache_dir=str(sandbox_config.state_dir / "ci-cache"),
             )
-            return [
-                r
-                for r in runs
-                if r.created
-                and r.created.timestamp() >= started - 1
-                and r.parameters.get("parameters", {}).get("image") == result.image
-            ]
+        )
+        assert state.is_completed(), result
+        return result
 
-    deadline = time.monotonic() + 180
-    runs = asyncio.run(triggered())
-    while not (runs and runs[0].state and runs[0].state.is_final()):
-        assert time.monotonic() < deadline, f"no finished staging release of {result.image}"
-        time.sleep(1)
-        runs = asyncio.run(triggered())
-    assert len(runs) == 1
-    assert runs[0].state.is_completed(), runs[0].state
-    assert runs[0].parameters["parameters"]["requested_by"] == "ci-main"
+    def triggered(name: str, image: str, since: float, until: set[str]) -> Any:
+        deployment_id = deployed[name]["deployment_id"]
+
+        async def read() -> list[Any]:
+            async with get_client() as client:
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(),
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                )
+                return [
+                    r
+                    for r in runs
+                    if r.created
+                    and r.created.timestamp() >= since - 1
+                    and r.parameters.get("parameters", {}).get("image") == image
+                ]
+
+        deadline = time.monotonic() + 180
+        while not ((runs := asyncio.run(read())) and runs[0].state_type.value in until):
+            assert time.monotonic() < deadline, f"no {name} run of {image} reached {until}"
+            time.sleep(1)
+        assert len(runs) == 1
+        return runs[0]
+
+    started = time.time()
+    result = ci_of("main")
+    staged = triggered("release-staging", result.image, started, {"COMPLETED", "FAILED", "CRASHED"})
+    assert staged.state.is_completed(), staged.state
+    assert staged.parameters["parameters"]["requested_by"] == "ci-main"
+
+    git(repo, "tag", "v7.7.7")
+    started = time.time()
+    tagged = ci_of("v7.7.7")
+    assert tagged.image == result.image  # the same source tree: the same image, re-tagged
+    waiting = triggered("release-production", tagged.image, started, {"PAUSED", "FAILED"})
+    assert waiting.state.name == "Suspended", waiting.state
+    parameters = waiting.parameters["parameters"]
+    assert (parameters["environment"], parameters["version"]) == ("production", "v7.7.7")
+    assert parameters["requested_by"] == "ci-tag"
+    decide(
+        str(waiting.id),
+        decision="reject",
+        approver="demo-approver",
+        reason="the chain test only shows the release waits",
+        code=code_of("demo-approver"),
+    )
+    ended = triggered("release-production", tagged.image, started, {"CANCELLED", "FAILED"})
+    assert ended.state_type.value == "CANCELLED", ended.state
     shutil.rmtree(repo, ignore_errors=True)
 
 

@@ -38,7 +38,7 @@ from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_
 from flows.release import ReleaseParameters, RollbackParameters, release_here, rollback_here
 from tests.conftest import PROJECT_DIR
 from tests.images import push_sample
-from tests.policies import code_of
+from tests.policies import SANDBOX_APPROVALS, TEST_APPROVALS, approvals_for_tests, code_of
 
 REPOSITORY = "release-test"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -52,8 +52,10 @@ VARIANTS: dict[str, dict[str, str]] = {
 
 
 def reset_hosts(docker_engine: Any, sandbox_config: Any) -> None:
-    """No release containers, no host state, nginx pointing at the blue slot."""
-    for container in docker_engine.containers.list(all=True, filters={"label": "dev.deliver.app"}):
+    """No stock-api containers, no host state, nginx pointing at the blue slot (orders-api's
+    tests, which may run meanwhile on another worker, keep theirs)."""
+    found = docker_engine.containers.list(all=True, filters={"label": "dev.deliver.app=stock-api"})
+    for container in found:
         container.remove(force=True)
     for state in (sandbox_config.state_dir / "hosts").glob("*/release-state.json"):
         state.unlink()
@@ -74,6 +76,9 @@ def images(docker_engine, registry, base_image, sandbox_config, prefect_api):
 
 
 def run_release(image: str, environment: str, version: str, **extra: Any) -> tuple[Any, Any]:
+    """Production waits under the tests' approval policy unless `approval_policy` is given."""
+    if environment == "production":
+        extra.setdefault("approval_policy", approvals_for_tests())
     parameters = ReleaseParameters(
         image=image,
         environment=environment,
@@ -103,6 +108,7 @@ class ProductionRelease:
 
     def __init__(self, image: str, version: str, **extra: Any) -> None:
         self.version, self.outcome = version, cast(tuple[Any, Any], (None, None))
+        self.policy = extra.get("approval_policy", TEST_APPROVALS)
         self.thread = threading.Thread(target=self._run, args=(image, version, extra), daemon=True)
         self.thread.start()
 
@@ -115,8 +121,11 @@ class ProductionRelease:
             decision=decision,
             approver=approver,
             reason=kw.get("reason", ""),
-            code=kw["code"] if "code" in kw else code_of(approver),
+            code=kw["code"] if "code" in kw else self._code(approver),
         )
+
+    def _code(self, approver: str) -> str:
+        return code_of(approver) if self.policy == SANDBOX_APPROVALS else ""
 
     def result(self) -> tuple[Any, Any]:
         self.thread.join(timeout=180)

@@ -11,18 +11,21 @@ container's command line for the env secret.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import hashlib
 import hmac
 import io
 import json
 import re
+import shlex
 import shutil
 import sqlite3
 import subprocess
 import tarfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +48,6 @@ from prefect.types import SecretDict
 from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks.deploy_target import DeployTarget
-from deliver.redaction import secret_forms
 from deliver.sandbox.services.chat_inbox import Inbox
 from deliver.tasks.loading import load_block
 from deliver.webhook_server import WebhookSettings, serve
@@ -60,8 +62,27 @@ USER = "canary"
 
 
 def leak_forms(value: str) -> set[str]:
-    """The forms to search for; a PEM's armor lines (`-----BEGIN ...`) are not secret."""
-    return {form for form in secret_forms(value) if not form.strip().startswith("-----")}
+    """Every form a secret could take where it leaked, made here independently of the
+    redactor's: raw (and each line of a multi-line one), JSON-escaped, JSON inside JSON,
+    URL-encoded, shell-quoted, and base64 at each of the three byte alignments. A PEM's armor
+    lines (`-----BEGIN ...`) are not secret."""
+    lines = [line for line in value.splitlines() if len(line) >= 8]
+    forms: set[str] = set()
+    for piece in {value, *lines}:
+        escaped = json.dumps(piece)[1:-1]
+        forms |= {
+            piece,
+            escaped,
+            json.dumps(escaped)[1:-1],
+            urllib.parse.quote(piece, safe=""),
+            urllib.parse.quote_plus(piece),
+            shlex.quote(piece),
+        }
+        for offset in range(3):
+            encoded = base64.b64encode(b"\0" * offset + piece.encode()).decode()
+            # The first group holds the bytes before it, the last those after it.
+            forms.add(encoded[4 if offset else 0 : -4])
+    return {form for form in forms if len(form) >= 8 and not form.startswith("-----")}
 
 
 class AnyPathInbox(Inbox):
@@ -346,6 +367,10 @@ def test_no_canary_reaches_the_database_results_or_image(
             search(f"result {path.name}", path.read_bytes())
     for where, data in image_text(delivered["image"], base_image):
         search(f"image {where}", data)
+    logs = [p for p in sandbox_config.state_dir.rglob("*.log") if "ci-cache" not in p.parts]
+    assert {"prefect-server.log", "prefect-worker.log", "registry.log"} <= {p.name for p in logs}
+    for path in logs:  # every component's: server, workers, sshd, nginx, registry, engine...
+        search(f"log {path.relative_to(sandbox_config.state_dir)}", path.read_bytes())
     assert hits == []
 
 
@@ -435,16 +460,18 @@ def test_a_flow_that_shows_a_secret_logs_only_the_mask(canary_blocks, secrets, t
 
 
 def test_the_search_finds_a_canary_when_it_is_there(secrets):
-    """The leak search itself: every canary is found raw, base64'd inside auth, URL-encoded."""
-    import base64
-    import urllib.parse
-
+    """The leak search itself: every canary is found raw, base64'd at each alignment (as in a
+    basic-auth header), URL-encoded, in JSON, in JSON inside JSON and shell-quoted."""
     patterns = matcher(secrets)
     for name, value in secrets.items():
         for text in (
             value,
             base64.b64encode(f"u:{value}".encode()).decode(),
+            base64.b64encode(f"us:{value}!".encode()).decode(),
+            base64.b64encode(f"use:{value}!!".encode()).decode(),
             urllib.parse.quote(value, safe=""),
             json.dumps({"v": value}),
+            json.dumps({"outer": json.dumps({"v": value})}),
+            f"sh -c {shlex.quote(value)}",
         ):
             assert patterns[name].search(text.encode()), (name, text[:40])

@@ -28,6 +28,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 
 from deliver.demo import deploy_release, start_release
 from deliver.prefect_api import wait_for_flow_run as wait_for
@@ -107,6 +108,14 @@ def open_resume_form(browser: WebDriver, run_id: UUID, evidence: str) -> None:
             return
         assert time.monotonic() < deadline, "the Resume dialog never showed the approval form"
         time.sleep(2)
+
+
+def choose(browser: WebDriver, label: str, option: str) -> None:
+    """Pick `option` in the select field labelled `label` (a required field: no "(Optional)")."""
+    select = browser.find_element(
+        By.XPATH, f"(//*[normalize-space()='{label}']/following::select)[1]"
+    )
+    Select(select).select_by_value(option)
 
 
 def replace_text(element: Any, text: str) -> None:
@@ -196,6 +205,7 @@ def test_ci_from_the_run_form_then_approval_from_the_resume_form(browser, sandbo
     assert waiting.state.name == "Suspended", waiting.state
 
     open_resume_form(browser, run_id, f"Release {version} to production")
+    choose(browser, "Decision", "approve")  # required: the form presets none
     replace_text(field(browser, "Approver"), "demo-approver")
     replace_text(field(browser, "Code (Optional)"), code_of("demo-approver"))
     replace_text(field(browser, "Reason (Optional)"), "approved in the UI")

@@ -5,9 +5,12 @@ the tests take their one-time codes from here."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import json
 import secrets
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,7 @@ from deliver.sandbox.state import SandboxState
 
 DEMO_APPROVER = "demo-approver"
 APPROVERS = (DEMO_APPROVER, "alice")
-
-_used: dict[str, set[int]] = {}
-_lock = threading.Lock()
+HANDED_OUT = "approver-codes.json"  # steps whose code was handed out, per approver
 
 
 def credentials_name(approver: str) -> str:
@@ -35,26 +36,39 @@ def approver_secret(state: SandboxState, approver: str) -> str:
 
 
 def one_time_code(state_dir: Path, approver: str) -> str:
-    """A code of `approver` this process has not handed out yet. A code is accepted once
-    within its window (the step before, its own, the one after), so one process can approve
-    up to three times a step; past that it waits for the next step."""
+    """A code of `approver` no process has been handed yet. A code is accepted once within its
+    window (the step before, its own, the one after), so the sandbox hands out the current
+    step's and the next one's; past that, it waits for the next step."""
     secret = decode_secret(
         SandboxState.load(state_dir).credentials(credentials_name(approver))["totp_secret"]
     )
     while True:
         now = time.time()
         current = int(now // TOTP_STEP_S)
-        with _lock:
-            used = _used.setdefault(approver, set()) | _used_on_server(approver)
+        with _handed_out(state_dir) as handed:
+            taken = set(handed.get(approver, [])) | _used_on_server(approver)
             for step in (current, current + 1):
-                if step not in used:
-                    _used[approver].add(step)
+                if step not in taken:
+                    kept = [s for s in handed.get(approver, []) if s >= current - 2]
+                    handed[approver] = [*kept, step]
                     return totp(secret, at=step * TOTP_STEP_S)
         time.sleep((current + 1) * TOTP_STEP_S - now + 0.05)
 
 
+@contextlib.contextmanager
+def _handed_out(state_dir: Path) -> Iterator[dict[str, list[int]]]:
+    """The handed-out steps, read and written back under an exclusive lock: two processes
+    (the demo, `deliver sandbox code`, test workers) never get the same code."""
+    path = state_dir / HANDED_OUT
+    with (state_dir / f"{HANDED_OUT}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        handed: dict[str, list[int]] = json.loads(path.read_text()) if path.exists() else {}
+        yield handed
+        path.write_text(json.dumps(handed))
+
+
 def _used_on_server(approver: str) -> set[int]:
-    """What the release flows remember as used (another process may have used a code)."""
+    """What the release flows remember as used (a code typed in the UI, say)."""
     from prefect.variables import Variable  # Prefect only now: its settings are set by then
 
     from deliver.tasks.approval import used_codes_variable
