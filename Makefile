@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/deliver sandbox packages
 	$(BIN)/deliver sandbox up
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not scale and not serial"
+	$(BIN)/pytest -n 2 -m "not scale and not serial"
 	$(BIN)/pytest -m serial
 
 test-scale: install

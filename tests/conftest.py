@@ -10,6 +10,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,11 +63,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
-        module = item.path.stem
-        if module in SERIAL_MODULES:
+        if item.path.stem in SERIAL_MODULES:
             item.add_marker("serial")
-        group = DEPLOY_HOSTS_GROUP if module in DEPLOY_HOSTS_MODULES else module
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Work units for the workers: a module each, the deploy-host modules one unit together
+    (the biggest, so it is handed out first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndDeployHosts(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return DEPLOY_HOSTS_GROUP if Path(module).stem in DEPLOY_HOSTS_MODULES else module
+
+    return ModulesAndDeployHosts(config, log)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

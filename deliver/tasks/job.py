@@ -146,7 +146,7 @@ class RunContainers:
         """The job container checks will run in; nothing starts yet."""
         job = Job(
             run_label=self.run_label,
-            container=f"{self.network.name}-job",
+            container=f"deliver-ci-{self.run_label[:12]}-job",  # unique: runs share an engine
             user=container_user(),
             workdir=f"{WORKSPACE}/{app_dir.relative_to(checkout_root).as_posix()}".rstrip("/."),
             app_dir=app_dir,
