@@ -47,11 +47,14 @@ async def load(url: str, *, seconds: float, clients: int, rps: float) -> dict[st
 
     Like browsers and Go's HTTP client, a GET whose kept-alive connection was closed before any
     answer (nginx's old workers close idle connections on reload) is sent once more on a new
-    connection; those are counted apart, in `resent_on_closed_connection`.
+    connection; such a request counts as failed all the same (`errors["closed connection"]`,
+    and `resent_on_closed_connection`). `started_at` and `ended_at` (epoch seconds) bound the
+    window the load ran in.
     """
     counts = {"total": 0, "failed": 0, "resent_on_closed_connection": 0}
     errors: dict[str, int] = {}
     interval = clients / rps
+    started_at = time.time()
     deadline = time.monotonic() + seconds
 
     def failed(kind: str) -> None:
@@ -70,7 +73,9 @@ async def load(url: str, *, seconds: float, clients: int, rps: float) -> dict[st
                         response = await http.get(url)
                     except (httpx.ReadError, httpx.RemoteProtocolError):
                         counts["resent_on_closed_connection"] += 1
-                        response = await http.get(url)
+                        failed("closed connection")
+                        await http.get(url)  # what a browser does; this request failed already
+                        continue
                 except httpx.HTTPError as exc:
                     failed(type(exc).__name__)
                     continue
@@ -78,7 +83,7 @@ async def load(url: str, *, seconds: float, clients: int, rps: float) -> dict[st
                     failed(str(response.status_code))
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return {**counts, "errors": errors}
+    return {**counts, "errors": errors, "started_at": started_at, "ended_at": time.time()}
 
 
 def spread(seconds: list[float]) -> dict[str, float]:
@@ -227,6 +232,13 @@ def main() -> None:
     state, approved = approved_release(f"bench-{args.approvals}", **last)
     under_load = resume_to_switch(state, approved)
     counts = json.loads(loader.communicate()[0])
+    switched = switch_started_at(state.state_details.flow_run_id)
+    if switched is None or not counts["started_at"] < switched < counts["ended_at"]:
+        raise SystemExit(
+            "the switch under load did not happen inside the load's window "
+            f"({counts['started_at']:.1f} to {counts['ended_at']:.1f}, switch at {switched}): "
+            "its zero failed requests show nothing; rerun with a longer --seconds"
+        )
     measured = [s for s in [*quiet, under_load] if s is not None]
     print(
         json.dumps(
@@ -235,6 +247,7 @@ def main() -> None:
                 "requests_failed": counts["failed"],
                 "errors": counts["errors"],
                 "resent_on_closed_connection": counts["resent_on_closed_connection"],
+                "switch_inside_load_window": True,  # checked above: else the run fails
                 "clients": args.clients,
                 "target_rps": args.rps,
                 "seconds": args.seconds,

@@ -67,3 +67,26 @@ def _text(text: str) -> object:
     import io
 
     return io.BytesIO(text.encode())
+
+
+def test_a_worker_without_the_image_pulls_it_by_its_registry_digest(
+    docker_engine, sandbox_config, tmp_path
+):
+    """The registry holds this source tree, this engine does not (another worker built it): the
+    rerun pulls it by digest, then tests and scans that image; nothing is rebuilt."""
+    repo = tmp_path / "app"
+    repo.mkdir()
+    (repo / "deliver.yaml").write_text(SPEC)
+    (repo / "Dockerfile").write_text(DOCKERFILE.format(base="python:3.12-slim"))
+    (repo / "app.py").write_text(f"# {uuid.uuid4()}\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "app")
+    state, first = ci_on_sandbox(sandbox_config, repo)
+    assert state.is_completed(), first
+    assert first.built
+    docker_engine.images.remove(first.image_id, force=True)  # as on another worker
+    state, again = ci_on_sandbox(sandbox_config, repo)
+    assert state.is_completed(), again
+    assert (again.built, again.image) == (False, first.image)
+    assert docker_engine.images.get(first.image).id == first.image_id

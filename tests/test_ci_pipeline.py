@@ -414,22 +414,25 @@ def bad_registry_blocks(prefect_api, registry) -> None:
 
 @pytest.mark.usefixtures("bad_registry_blocks")
 @pytest.mark.parametrize(
-    ("block", "error_type", "message"),
+    ("block", "error_type", "message", "lookups"),
     [
-        (WRONG_PASSWORD_BLOCK, RegistryAuthFailed, "refused the credentials"),
-        (REGISTRY_DOWN_BLOCK, RegistryUnreachable, "could not be reached"),
+        (WRONG_PASSWORD_BLOCK, RegistryAuthFailed, "refused the credentials", 1),
+        (REGISTRY_DOWN_BLOCK, RegistryUnreachable, "could not be reached", 2),
     ],
 )
 def test_registry_faults_fail_the_run_and_push_nothing(
-    ci, app_repo, registry, block, error_type, message
+    ci, app_repo, registry, block, error_type, message, lookups
 ):
-    """Wrong credentials or a registry that is down fail the run, naming the block or address."""
+    """Wrong credentials or a registry that is down fail the run, naming the block or address;
+    a registry that is down is asked once more (transient), refused credentials never."""
     ref = branch(app_repo, {"NOTES.md": f"{block}\n"})
     state, error = ci(app_repo, ref, registry_block=block)
     assert state.is_failed()
     assert isinstance(error, error_type)
     assert message in str(error)
     assert_nothing_pushed(app_repo, ref, registry)
+    runs = final_task_runs(state.state_details.flow_run_id)
+    assert [run.run_count for run in runs if run.name.startswith("find-")] == [lookups]
 
 
 @flow(name="push-only")
@@ -454,6 +457,10 @@ def test_push_stream_errors_never_look_green(docker_engine, registry, base_image
         assert isinstance(error, PushFailed)
         assert error.transient
         assert registry_tags(registry, name) == set()
+        # Transient: the first push and its two retries; refused credentials: the one attempt.
+        for state, attempts in ((refused, 1), (dead, 3)):
+            runs = final_task_runs(state.state_details.flow_run_id)
+            assert [run.run_count for run in runs if run.name.startswith("push-")] == [attempts]
     finally:
         for host in (registry["address"], "127.0.0.1:5999"):
             docker_engine.images.remove(f"{host}/{name}:x")

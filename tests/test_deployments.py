@@ -179,7 +179,7 @@ def test_green_ci_on_main_releases_to_staging_and_a_v_tag_to_production(
     waiting = triggered("release-production", tagged.image, started, {"PAUSED", "FAILED"})
     assert waiting.state.name == "Suspended", waiting.state
     parameters = waiting.parameters["parameters"]
-    assert (parameters["environment"], parameters["version"]) == ("production", "v7.7.7")
+    assert (parameters["environment"], parameters["version"]) == ("production", "7.7.7")
     assert parameters["requested_by"] == "ci-tag"
     decide(
         str(waiting.id),

@@ -127,7 +127,9 @@ class _Registry:
     retry_condition_fn=lambda task, run, state: _retry_if_transient(task, run, state),
 )
 def find_image(block_name: str, name: str, tag: str) -> RegistryLookup:
-    """Where `name` is pushed, and the image the registry already holds under `tag`, if any."""
+    """Where `name` is pushed, and the image the registry already holds under `tag`, if any:
+    found by its registry digest, and pulled by it when this worker's engine lacks it (another
+    worker built it), so what is tested and scanned is what the registry holds."""
     credentials = load_credentials(block_name)
     repository = f"{registry_host(credentials.registry_url)}/{name}"
     with _Registry(credentials, block_name) as registry:
@@ -136,7 +138,31 @@ def find_image(block_name: str, name: str, tag: str) -> RegistryLookup:
             return RegistryLookup(repository=repository, existing=None)
         image = registry.image(name, response)
     get_run_logger().info("Registry holds %s:%s at %s", image.repository, tag, image.digest)
-    return RegistryLookup(repository=repository, existing=image)
+    return RegistryLookup(repository=repository, existing=_here(image, credentials, block_name))
+
+
+def _here(
+    image: RegistryImage, credentials: DockerRegistryCredentials, block: str
+) -> RegistryImage:
+    """`image` in this worker's engine: pulled by digest unless its config is there already."""
+    with docker_client() as client:
+        try:
+            client.images.get(image.image_id)
+            return image
+        except docker.errors.ImageNotFound:
+            pass
+        username, password = _auth(credentials)
+        try:
+            client.api.pull(
+                image.reference, auth_config={"username": username, "password": password}
+            )
+        except docker.errors.APIError as exc:
+            if "unauthorized" in str(exc).lower():
+                raise RegistryAuthFailed(registry=image.repository, block=block) from None
+            raise RegistryUnreachable(registry=image.repository, detail=redact(str(exc))) from None
+        pulled = str(client.images.get(image.reference).id)
+    get_run_logger().info("Pulled %s: this worker's engine did not hold it", image.reference)
+    return dataclasses.replace(image, image_id=pulled)
 
 
 def _retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
