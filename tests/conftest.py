@@ -73,7 +73,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     (the biggest, so it is handed out first)."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class ModulesAndDeployHosts(LoadScopeScheduling):
+    class ModulesAndDeployHosts(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return DEPLOY_HOSTS_GROUP if Path(module).stem in DEPLOY_HOSTS_MODULES else module

@@ -459,6 +459,7 @@ def test_push_stream_errors_never_look_green(docker_engine, registry, base_image
         assert registry_tags(registry, name) == set()
         # Transient: the first push and its two retries; refused credentials: the one attempt.
         for state, attempts in ((refused, 1), (dead, 3)):
+            assert state.state_details.flow_run_id is not None
             runs = final_task_runs(state.state_details.flow_run_id)
             assert [run.run_count for run in runs if run.name.startswith("push-")] == [attempts]
     finally:
