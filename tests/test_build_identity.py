@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from deliver.planning.registry import read_push_stream
 from tests.test_ci_pipeline import git
 from tests.test_job_containers import ci_on_sandbox
 
@@ -90,3 +91,37 @@ def test_a_worker_without_the_image_pulls_it_by_its_registry_digest(
     assert state.is_completed(), again
     assert (again.built, again.image) == (False, first.image)
     assert docker_engine.images.get(first.image).id == first.image_id
+
+
+def test_an_image_someone_else_pushed_under_a_source_tag_is_not_adopted(
+    docker_engine, registry, sandbox_config, tmp_path
+):
+    """Push rights to the registry are not CI's: an image pushed there under a commit's `src-`
+    tag by hand is not taken for CI's build of it. CI builds, and its own image is released."""
+    repo = tmp_path / "app"
+    repo.mkdir()
+    (repo / "deliver.yaml").write_text(SPEC)
+    (repo / "Dockerfile").write_text(DOCKERFILE.format(base="python:3.12-slim"))
+    (repo / "app.py").write_text(f"# {uuid.uuid4()}\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "app")
+    state, first = ci_on_sandbox(sandbox_config, repo)
+    assert state.is_completed(), first
+    source_tag = next(tag for tag in first.tags if tag.startswith("src-"))
+    intruder, _ = docker_engine.images.build(
+        fileobj=_text(f"FROM python:3.12-slim\nLABEL intruder={uuid.uuid4().hex}\n"), rm=True
+    )
+    repository = f"{registry['address']}/base-identity"
+    intruder.tag(repository, source_tag)
+    auth = {"username": registry["username"], "password": registry["password"]}
+    stream = docker_engine.api.push(
+        repository, tag=source_tag, auth_config=auth, stream=True, decode=True
+    )
+    seeded = read_push_stream(stream).digest
+    assert seeded
+    state, again = ci_on_sandbox(sandbox_config, repo)
+    assert state.is_completed(), again
+    assert again.built  # not adopted: built from the source
+    assert again.image_id == first.image_id  # the same build as before, pushed again
+    assert again.digest != seeded

@@ -24,6 +24,9 @@ class RefKind(enum.Enum):
     COMMIT = "commit"
 
 
+SOURCE_TAG_PREFIX = "src-"  # the tag naming an image by the source tree it was built from
+
+
 def ref_name_problem(ref: str) -> str | None:
     """None when `ref` is a valid git ref name (git check-ref-format rules), else why not."""
     if not ref or ref == "@":
@@ -121,7 +124,7 @@ def source_tree_tag(
     id of the base image it starts from (a base image updated under its name rebuilds)."""
     extra = [*([runtime] if runtime else []), *([f"base:{base_image_id}"] if base_image_id else [])]
     material = json.dumps([tree, dockerfile, sorted(build_args.items()), *extra])
-    return "src-" + hashlib.sha256(material.encode()).hexdigest()[:24]
+    return SOURCE_TAG_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -10,9 +11,11 @@ import docker.errors
 import httpx
 from prefect import Task, get_run_logger, task
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.variables import Variable
 from prefect_docker.credentials import DockerRegistryCredentials
 
 from deliver.errors import PushFailed, RegistryAuthFailed, RegistryError, RegistryUnreachable
+from deliver.planning.ci import SOURCE_TAG_PREFIX
 from deliver.planning.registry import (
     MANIFEST_TYPES,
     read_push_stream,
@@ -137,8 +140,30 @@ def find_image(block_name: str, name: str, tag: str) -> RegistryLookup:
         if response is None:
             return RegistryLookup(repository=repository, existing=None)
         image = registry.image(name, response)
-    get_run_logger().info("Registry holds %s:%s at %s", image.repository, tag, image.digest)
+    logger = get_run_logger()
+    if built_by_ci(name, tag) != image.digest:
+        logger.warning(
+            "%s:%s is %s, which no CI run recorded pushing (pushed to the registry by someone "
+            "else?): not adopted, CI builds it",
+            image.repository,
+            tag,
+            image.digest,
+        )
+        return RegistryLookup(repository=repository, existing=None)
+    logger.info("Registry holds %s:%s at %s", image.repository, tag, image.digest)
     return RegistryLookup(repository=repository, existing=_here(image, credentials, block_name))
+
+
+def built_variable(name: str, source_tag: str) -> str:
+    """The Prefect variable recording which digest CI pushed under an image's source tag."""
+    return re.sub(r"[^a-z0-9_-]+", "-", f"deliver-built-{name}-{source_tag}".lower())[:255]
+
+
+def built_by_ci(name: str, source_tag: str) -> str | None:
+    """The digest a CI run pushed under `source_tag` (the registry alone cannot say: anyone
+    with push rights there could have put an image under that tag)."""
+    recorded: Any = Variable.get(built_variable(name, source_tag), default=None)
+    return recorded if isinstance(recorded, str) else None
 
 
 def _here(
@@ -239,6 +264,9 @@ def push_image(block_name: str, name: str, tags: list[str]) -> RegistryImage:
             )
         if moved := registry.point(name, tags[1:], confirmed):
             logger.info("Tagged %s as %s", outcome.digest, ", ".join(moved))
+        for tag in tags:
+            if tag.startswith(SOURCE_TAG_PREFIX):  # what a later run may adopt instead of building
+                Variable.set(built_variable(name, tag), outcome.digest, overwrite=True)
         return registry.image(name, confirmed)
 
 
