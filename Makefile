@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The system packages the tests need (Docker, sshd, nginx, PostgreSQL, Chromium...), then the
-# suite (which brings the sandbox up): on two workers, then the few tests that must run alone.
+# The system packages the tests need (Docker, sshd, nginx, PostgreSQL, Chromium...), the
+# sandbox (its progress shown here, not inside a test worker), then the suite: on two workers,
+# then the few tests that must run alone.
 test: install
 	$(BIN)/deliver sandbox packages
+	$(BIN)/deliver sandbox up
 	$(BIN)/pytest -n 2 -m "not scale and not serial"
 	$(BIN)/pytest -m serial
 
