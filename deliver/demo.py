@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -151,7 +152,12 @@ def main() -> int:
     from deliver.planning.metrics import table_rows
     from deliver.prefect_api import delivery_metrics
 
-    for row in table_rows(delivery_metrics("30d")):
+    metrics = delivery_metrics("30d")
+    deadline = time.monotonic() + 15
+    while metrics.releases == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the server stores the release's event a moment after the run ends
+        metrics = delivery_metrics("30d")
+    for row in table_rows(metrics):
         print(f"  {row['metric']:<24} {row['value']:<20} {row['basis']}")
     return 0
 
