@@ -29,12 +29,8 @@ CMD ["python3", "-m", "http.server", "8000"]
 """
 
 
-def test_a_base_image_updated_under_its_name_is_rebuilt(docker_engine, sandbox_config, tmp_path):
-    """Same commit, same Dockerfile: reused while the base is the same image, rebuilt once the
-    name points at a new one."""
-    base = f"local/base-identity:{uuid.uuid4().hex[:8]}"
-    python = docker_engine.images.get("python:3.12-slim")
-    python.tag(base)
+def app_repo(tmp_path: Path, base: str) -> Path:
+    """A one-commit repository of a unique app built FROM `base`."""
     repo = tmp_path / "app"
     repo.mkdir()
     (repo / "deliver.yaml").write_text(SPEC)
@@ -43,6 +39,16 @@ def test_a_base_image_updated_under_its_name_is_rebuilt(docker_engine, sandbox_c
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "app")
+    return repo
+
+
+def test_a_base_image_updated_under_its_name_is_rebuilt(docker_engine, sandbox_config, tmp_path):
+    """Same commit, same Dockerfile: reused while the base is the same image, rebuilt once the
+    name points at a new one."""
+    base = f"local/base-identity:{uuid.uuid4().hex[:8]}"
+    python = docker_engine.images.get("python:3.12-slim")
+    python.tag(base)
+    repo = app_repo(tmp_path, base)
     try:
         first = built(sandbox_config, repo)
         assert first == (True, first[1])
@@ -75,14 +81,7 @@ def test_a_worker_without_the_image_pulls_it_by_its_registry_digest(
 ):
     """The registry holds this source tree, this engine does not (another worker built it): the
     rerun pulls it by digest, then tests and scans that image; nothing is rebuilt."""
-    repo = tmp_path / "app"
-    repo.mkdir()
-    (repo / "deliver.yaml").write_text(SPEC)
-    (repo / "Dockerfile").write_text(DOCKERFILE.format(base="python:3.12-slim"))
-    (repo / "app.py").write_text(f"# {uuid.uuid4()}\n")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "app")
+    repo = app_repo(tmp_path, "python:3.12-slim")
     state, first = ci_on_sandbox(sandbox_config, repo)
     assert state.is_completed(), first
     assert first.built
@@ -98,14 +97,7 @@ def test_an_image_someone_else_pushed_under_a_source_tag_is_not_adopted(
 ):
     """Push rights to the registry are not CI's: an image pushed there under a commit's `src-`
     tag by hand is not taken for CI's build of it. CI builds, and its own image is released."""
-    repo = tmp_path / "app"
-    repo.mkdir()
-    (repo / "deliver.yaml").write_text(SPEC)
-    (repo / "Dockerfile").write_text(DOCKERFILE.format(base="python:3.12-slim"))
-    (repo / "app.py").write_text(f"# {uuid.uuid4()}\n")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "app")
+    repo = app_repo(tmp_path, "python:3.12-slim")
     state, first = ci_on_sandbox(sandbox_config, repo)
     assert state.is_completed(), first
     source_tag = next(tag for tag in first.tags if tag.startswith("src-"))
