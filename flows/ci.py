@@ -9,6 +9,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -22,21 +23,23 @@ from deliver.errors import BuildFailed, CheckFailed, ChecksFailed
 from deliver.planning.ci import (
     BuildPlan,
     TestCounts,
+    container_test_cache_key,
     plan_build,
     ref_name_problem,
+    scan_cache_key,
     standard_build_args,
 )
 from deliver.planning.dockerfile import base_image, declared_args
 from deliver.planning.events import CI_FAILED, CI_STARTED, ci_progress, ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
-from deliver.planning.report import ci_report
+from deliver.planning.report import ci_report, reuse_markdown
 from deliver.planning.runtime import runtime_facts
 from deliver.planning.sarif import markdown as sarif_markdown
 from deliver.planning.sarif import sarif_key
 from deliver.planning.services import filled_env
 from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
 from deliver.tasks.app_environment import job_image, prepare_app_environment
-from deliver.tasks.checks import CheckResult, run_check
+from deliver.tasks.checks import CheckResult, check_key, run_check
 from deliver.tasks.docker_image import (
     build_image,
     context_digest,
@@ -54,7 +57,8 @@ from deliver.tasks.registry import (
     push_image,
     tag_image,
 )
-from deliver.tasks.scan import ScanReport, publish_scan_sarif, scan_image
+from deliver.tasks.reuse import Reused, ReuseKeys, find_reusable
+from deliver.tasks.scan import ScanReport, create_scan_sarif, scan_image
 from flows.prepared_app import PreparedApp, prepare_app
 
 PUBLIC_OSV = "https://api.osv.dev/v1/query"
@@ -123,6 +127,7 @@ class CheckOutcome:
     coverage: float | None = None
     tail: str = ""
     sarif: str = ""  # SARIF runs the check wrote, as JSON
+    reused_from: str = ""  # the flow run whose result this run took, when cached
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,19 +145,23 @@ class CiResult:
     scan: ScanReport
 
 
+def _passed(result: CheckResult, *, cached: bool) -> CheckOutcome:
+    return CheckOutcome(
+        name=result.name,
+        status="cached" if cached else "passed",
+        duration_s=result.duration_s,
+        exit_code=result.exit_code,
+        tests=result.tests,
+        coverage=result.coverage,
+        sarif=result.sarif,
+        reused_from=result.made_in if cached else "",
+    )
+
+
 def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
     value = future.result(raise_on_failure=False)
     if isinstance(value, CheckResult):
-        status = "cached" if future.state.name == "Cached" else "passed"
-        return CheckOutcome(
-            name=name,
-            status=status,
-            duration_s=value.duration_s,
-            exit_code=value.exit_code,
-            tests=value.tests,
-            coverage=value.coverage,
-            sarif=value.sarif,
-        )
+        return _passed(value, cached=future.state.name == "Cached")
     if isinstance(value, CheckFailed):
         return CheckOutcome(
             name=name,
@@ -166,10 +175,10 @@ def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
 
 
 def run_checks(
-    spec: PipelineSpec, job: Job, placeholders: dict[str, str]
+    spec: PipelineSpec, job: Job, placeholders: dict[str, str], reused: Reused
 ) -> tuple[list[CheckOutcome], PrefectFuture[None]]:
-    """Every check at once in the job container; all outcomes are collected before any
-    failure is raised.
+    """Every check not reused at once in the job container; all outcomes are collected before
+    any failure is raised.
 
     Returns the outcomes and the (still running) publication of their table artifact.
     """
@@ -178,10 +187,17 @@ def run_checks(
             check, job, placeholders
         )
         for check in spec.checks
+        if check.name not in reused.checks
     }
     wait(list(futures.values()))
-    outcomes = [_outcome(name, future) for name, future in futures.items()]
-    published = publish_checks.submit(spec.service, outcomes)  # overlaps with what comes next
+    outcomes = [
+        _passed(reused.checks[c.name], cached=True)
+        if c.name in reused.checks
+        else _outcome(c.name, futures[c.name])
+        for c in spec.checks
+    ]
+    # Overlaps with what comes next.
+    published = publish_checks.submit(spec.service, outcomes, reused.listing())
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         published.wait()
@@ -191,7 +207,16 @@ def run_checks(
 
 
 @task(name="publish_checks")
-def publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
+def publish_checks(
+    service: str, outcomes: list[CheckOutcome], reused: list[tuple[str, str]]
+) -> None:
+    """The checks' table, each check's SARIF, and what this run took from earlier runs."""
+    if reused:
+        create_markdown_artifact(
+            key=f"ci-reused-{service}",
+            markdown=reuse_markdown(service, reused),
+            description=f"{len(reused)} step(s) reused from earlier runs",
+        )
     rows = []
     for o in outcomes:
         tests = f"{o.tests.passed} passed, {o.tests.failed} failed" if o.tests else ""
@@ -217,7 +242,9 @@ def publish_checks(service: str, outcomes: list[CheckOutcome]) -> None:
 
 
 @task(name="publish_result")
-def publish_result(result: CiResult) -> None:
+def publish_result(result: CiResult, dockerfile: str) -> None:
+    """The run's report, and the image scan's SARIF (a failed scan published its own)."""
+    create_scan_sarif(result.service, result.scan, dockerfile)
     create_markdown_artifact(
         key=f"ci-{result.service}",
         markdown=ci_report(
@@ -241,9 +268,11 @@ def _image(
     plan: BuildPlan,
     lookup: RegistryLookup,
     containers: RunContainers,
+    reused: Reused,
 ) -> tuple[str, RegistryImage, ScanReport]:
-    """Build (unless the registry holds this source tree), test the container, scan, then push
-    or re-tag: (image id, the image in the registry, the scan report)."""
+    """Build (unless the registry holds this source tree), test the container and scan
+    (unless an earlier run did, on this image), then push or re-tag: (image id, the image in
+    the registry, the scan report)."""
     existing = lookup.existing
     spec = app.spec
     if existing is None:
@@ -260,25 +289,31 @@ def _image(
         get_run_logger().info(
             "Source tree unchanged since %s: no build, no push", existing.reference
         )
-        image_id = existing.image_id
+        image_id = existing.image_id  # what the reused container test and scan were of
 
-    health = test_container.submit(
-        image_id,
-        spec.container,
-        containers.run_label,
-        spec.service,
-        bool(spec.services),
-        filled_env(spec.container.env, containers.access),
-    )
-    dockerfile = Path(plan.context, plan.dockerfile).relative_to(app.checkout.workdir.resolve())
-    scan = scan_image.submit(
-        image_id, spec.service, parameters.advisory_url, spec.scan, dockerfile.as_posix()
-    )
-    health.wait()
-    scan.wait()
-    health.result()
-    report = scan.result()
-    publish_scan_sarif(spec.service, report, dockerfile.as_posix())  # a failed scan did already
+    health = None
+    if reused.container_test is None:
+        health = test_container.submit(
+            image_id,
+            spec.container,
+            containers.run_label,
+            spec.service,
+            bool(spec.services),
+            filled_env(spec.container.env, containers.access),
+        )
+    scan: ScanReport | PrefectFuture[ScanReport]
+    if reused.scan is None:
+        dockerfile = dockerfile_in_repo(app, plan)
+        scan = scan_image.submit(
+            image_id, spec.service, parameters.advisory_url, spec.scan, dockerfile
+        )
+    else:
+        scan = reused.scan
+    pending: list[PrefectFuture[Any]] = [f for f in (health, scan) if isinstance(f, PrefectFuture)]
+    wait(pending)
+    if health is not None:
+        health.result()
+    report = scan.result() if isinstance(scan, PrefectFuture) else scan
 
     if existing is None:
         return (
@@ -288,6 +323,11 @@ def _image(
         )
     tag_image(parameters.registry_block, spec.image.name, existing.digest, list(plan.tags))
     return image_id, existing, report
+
+
+def dockerfile_in_repo(app: PreparedApp, plan: BuildPlan) -> str:
+    dockerfile = Path(plan.context, plan.dockerfile).relative_to(app.checkout.workdir.resolve())
+    return dockerfile.as_posix()
 
 
 @flow(name="ci-pipeline", log_prints=True)
@@ -360,7 +400,7 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
 def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: Path) -> CiResult:
     spec, checkout = app.spec, app.checkout
     plan = build_plan(parameters, app)
-    # The lookup reads the registry only, so it runs while the checks do.
+    # The lookup reads the registry only, so it runs while the environment is prepared.
     first_lookup = find_image.submit(parameters.registry_block, spec.image.name, plan.source_tag)
     image = job_image(app.app_dir, spec, dict(plan.build_args))
     environment = prepare_app_environment(
@@ -370,6 +410,23 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
         "advisory_url": parameters.advisory_url,
         "requirements": environment.runtime_requirements,
     }
+    lookup = first_lookup.result()
+    found = lookup.existing.image_id if lookup.existing else None
+    keys = ReuseKeys(
+        checks={
+            check.name: check_key(
+                check,
+                app_dir=app.app_dir,
+                environment_digest=environment.frozen_digest,
+                placeholders=placeholders,
+                untrusted=parameters.untrusted,
+            )
+            for check in spec.checks
+        },
+        container_test=container_test_cache_key(found, spec.container) if found else None,
+        scan=scan_cache_key(found, parameters.advisory_url, spec.scan) if found else None,
+    )
+    reused = find_reusable(keys)
     run_label = str(flow_run.get_id() or "local")
     with run_containers(run_label, spec.services) as containers:
         job = containers.plan_job(
@@ -382,21 +439,19 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
             untrusted=parameters.untrusted,
         )
         try:
-            checks, checks_published = run_checks(spec, job, placeholders)
+            checks, checks_published = run_checks(spec, job, placeholders, reused)
         finally:
             containers.stop_job()
-            first_lookup.wait()
 
-        lookup = first_lookup.result()
         if lookup.existing is None:
             # Two runs of one source tree at once would both build and push it, and the second
             # push would move the first's tags. The second waits, then finds the first's image.
             limit = build_limit_name(spec.image.name)
             with held(limit, "one build and push of an image at a time"):
                 lookup = find_image(parameters.registry_block, spec.image.name, plan.source_tag)
-                image_id, pushed, report = _image(parameters, app, plan, lookup, containers)
+                image_id, pushed, report = _image(parameters, app, plan, lookup, containers, reused)
         else:
-            image_id, pushed, report = _image(parameters, app, plan, lookup, containers)
+            image_id, pushed, report = _image(parameters, app, plan, lookup, containers, reused)
     result = CiResult(
         service=spec.service,
         image=pushed.reference,
@@ -411,7 +466,7 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
         scan=report,
     )
     checks_published.wait()
-    publish_result(result)
+    publish_result(result, dockerfile_in_repo(app, plan))
     get_run_logger().info("CI of %s %s: %s", spec.service, result.version, result.image)
     # Deployment triggers (prefect.yaml) turn this into releases: main to staging, v* tags
     # to production. The chain shows in the UI's event feed and automations.

@@ -7,6 +7,7 @@ registry holds no tag for that branch's commit.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -245,22 +246,73 @@ def test_green_path_publishes_artifacts(green, prefect_api):
         assert float(found[key]) == 100.0
 
 
-def test_rerun_of_unchanged_commit_is_cached_and_not_rebuilt(green, ci, app_repo):
-    """A second run of the same commit shows every check, the container test and scan Cached."""
-    _, first = green
+def test_rerun_of_unchanged_commit_is_cached_and_not_rebuilt(green, ci, app_repo, prefect_api):
+    """A second run of the same commit looks every step up at once and runs none of them: the
+    checks, container test and scan are the first run's, listed with that run in one artifact."""
+    first_state, first = green
     state, again = ci(app_repo, "main")
     assert state.is_completed(), again
     assert again.digest == first.digest
     assert again.built is False
     assert {c.status for c in again.checks} == {"cached"}
+    first_run = str(first_state.state_details.flow_run_id)
+    assert {c.reused_from for c in again.checks} <= {first_run, *previous_runs(first)}
     states = task_states(state)
-    assert all(states[f"check-{c.name}"] == "Cached" for c in again.checks)
-    assert not any(name.startswith(("build-", "push-")) for name in states)
-    # Every check a cache hit: no job container (nor network) was started for them.
-    assert not any(name.startswith("start_job_container") for name in states)
-    cached = [name for name, value in states.items() if value == "Cached"]
-    assert any(name.startswith("test_container") for name in cached)
-    assert any(name.startswith("scan_image") for name in cached)
+    assert [value for name, value in states.items() if name.startswith("find_reusable")] == [
+        "Completed"
+    ]
+    # Nothing that was reused became a task run, and nothing was built, pushed or started.
+    skipped = ("check-", "test_container", "scan_image", "build-", "push-", "start_job_container")
+    assert not [name for name in states if name.startswith(skipped)]
+    reused = latest_artifact("ci-reused-stock-api")
+    for step in [*(f"check {c.name}" for c in again.checks), "container test", "image scan"]:
+        assert f"| {step} | [" in reused
+    assert again.scan == first.scan
+
+
+def previous_runs(result: CiResult) -> set[str]:
+    """The runs a reused sandbox's earlier sessions made the first run's results in."""
+    return {c.reused_from for c in result.checks if c.reused_from}
+
+
+def run_artifact(state: Any, key: str) -> str:
+    """The data of the artifact `key` that the flow run behind `state` made."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    async def read() -> str:
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[key]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                )
+            )
+            assert found, key
+            return str(found[0].data)
+
+    return asyncio.run(read())
+
+
+def latest_artifact(key: str) -> str:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    async def read() -> str:
+        async with get_client() as client:
+            found = await client.read_latest_artifacts(
+                artifact_filter=ArtifactCollectionFilter(
+                    key=ArtifactCollectionFilterKey(any_=[key])
+                )
+            )
+            assert found, key
+            return str(found[0].data)
+
+    return asyncio.run(read())
 
 
 def test_changed_test_file_reruns_only_what_reads_it(green, ci, app_repo):
@@ -289,10 +341,13 @@ def test_failing_test_stops_before_the_build(ci, app_repo, registry):
     assert error.failed == ["tests"]
     assert "test_broken" in str(error)
     states = task_states(state)
-    checks = {name: value for name, value in states.items() if name.startswith("check-")}
-    assert len(checks) == 6
-    assert checks["check-tests"] == "Failed"
-    # The registry lookup runs beside the checks (it only reads); nothing is built or written.
+    assert states["check-tests"] == "Failed"
+    # Every check's outcome is in the run's table, whether it ran or an earlier run's was reused.
+    table = run_artifact(state, "ci-checks-stock-api")
+    statuses = {row["check"]: row["status"] for row in json.loads(table)}
+    assert set(statuses) == {"lint", "format", "types", "tests", "security", "dependencies"}
+    assert statuses["tests"] == "failed"
+    # The registry is only read before the checks; nothing is built or written.
     assert not any(name.startswith(("build-", "push-", "tag-")) for name in states)
     assert_nothing_pushed(app_repo, ref, registry)
     assert latest_ci_event_of("stock-api", ref) == CI_FAILED  # the branch's badge: failing

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 
 from deliver.planning.runtime import RUNTIME_LABEL, RuntimeFacts
-from deliver.spec import SEVERITY_ORDER, CheckSpec, ScanPolicy
+from deliver.spec import SEVERITY_ORDER, CheckSpec, ContainerSpec, ScanPolicy
 
 SHORT_SHA = 7
 MAX_TAG = 128
@@ -180,7 +180,11 @@ def plan_build(
     )
 
 
-CHECK_RESULT_SHAPE = 2  # raised when CheckResult gains or loses a field (2: sarif)
+# Raised when a kept result gains or loses a field, so results of an older shape are not
+# reused: 2, the check's sarif; 3, the run each result was made in.
+CHECK_RESULT_SHAPE = 3
+CONTAINER_TEST_SHAPE = 2
+SCAN_REPORT_SHAPE = 2
 
 
 def check_cache_key(
@@ -205,6 +209,20 @@ def check_cache_key(
         ]
     )
     return f"check-{check.name}-" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def container_test_cache_key(image_id: str, container: ContainerSpec) -> str:
+    """What the container test's outcome depends on: the image, its port, health path and env."""
+    env = hashlib.sha256(repr(sorted(container.env.items())).encode()).hexdigest()[:12]
+    return (
+        f"container-test-{CONTAINER_TEST_SHAPE}-{image_id}-{container.port}-"
+        f"{container.health_path}-{env}"
+    )
+
+
+def scan_cache_key(image_id: str, advisory_url: str, policy: ScanPolicy) -> str:
+    """What the scan's outcome depends on (and the advisories of the day: it also expires)."""
+    return f"scan-{SCAN_REPORT_SHAPE}-{image_id}-{advisory_url}-{policy.model_dump_json()}"
 
 
 def expand_command(argv: Sequence[str], placeholders: Mapping[str, str]) -> list[str]:

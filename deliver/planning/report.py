@@ -83,6 +83,19 @@ def ci_report(
     )
 
 
+def reuse_markdown(service: str, reused: Sequence[tuple[str, str]]) -> str:
+    """What a CI run took from earlier runs instead of running it: (step, flow run id)."""
+    rows = "\n".join(
+        f"| {step} | [{run[:8]}](/runs/flow-run/{run}) |" if run else f"| {step} | - |"
+        for step, run in reused
+    )
+    return (
+        f"# Reused by this CI run of {service}\n\n"
+        "Same inputs as an earlier run, so its outcome is this run's; nothing else ran again.\n\n"
+        f"| step | from flow run |\n|---|---|\n{rows}\n"
+    )
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class NightlyReport:
     service: str

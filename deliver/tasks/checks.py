@@ -6,11 +6,13 @@ import dataclasses
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 
 from deliver.commands import run_streamed
 from deliver.errors import CheckFailed
@@ -38,6 +40,7 @@ class CheckResult:
     tests: TestCounts | None = None
     coverage: float | None = None
     sarif: str = ""  # the SARIF runs the check wrote (JSON), kept with a cached result
+    made_in: str = ""  # the flow run that ran it, named when a later run reuses the result
 
 
 def files_digest(app_dir: Path, patterns: list[str]) -> str:
@@ -53,15 +56,33 @@ def files_digest(app_dir: Path, patterns: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    check: CheckSpec = parameters["check"]
-    job: Job = parameters["job"]
-    trust = {"trust": "untrusted" if job.untrusted else "trusted"}
+def check_key(
+    check: CheckSpec,
+    *,
+    app_dir: Path,
+    environment_digest: str,
+    placeholders: Mapping[str, str],
+    untrusted: bool,
+) -> str:
+    """The key a check's outcome is kept under: the same whether the run looks it up before
+    any task runs or the check's task run computes it."""
+    trust = {"trust": "untrusted" if untrusted else "trusted"}
     return check_cache_key(
         check,
-        files_digest=files_digest(job.app_dir, check.inputs),
+        files_digest=files_digest(app_dir, check.inputs),
+        environment_digest=environment_digest,
+        placeholders={**placeholders, **trust},
+    )
+
+
+def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    job: Job = parameters["job"]
+    return check_key(
+        parameters["check"],
+        app_dir=job.app_dir,
         environment_digest=job.environment.frozen_digest,
-        placeholders={**parameters["placeholders"], **trust},
+        placeholders=parameters["placeholders"],
+        untrusted=job.untrusted,
     )
 
 
@@ -104,6 +125,7 @@ def run_check(check: CheckSpec, job: Job, placeholders: dict[str, str]) -> Check
         tests=parse_junit(junit.read_text()) if junit.exists() else None,
         coverage=round(parse_coverage(coverage.read_text()), 2) if coverage.exists() else None,
         sarif=json.dumps(runs) if runs else "",
+        made_in=str(flow_run.get_id() or ""),
     )
     if not outcome.passed:
         # A tool writing SARIF to a file may print nothing: its results say what failed.

@@ -19,9 +19,11 @@ import docker.errors
 from docker.utils.build import exclude_paths
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 
 from deliver import redaction
 from deliver.errors import BuildFailed, ContainerUnhealthy
+from deliver.planning.ci import container_test_cache_key
 from deliver.planning.dockerfile import LABELS_DOCKERFILE, ignore_with, with_labels
 from deliver.spec import ContainerSpec
 from deliver.tasks.engine import CI_LABEL, docker_client
@@ -47,6 +49,7 @@ class ContainerTest:
     status_code: int | None
     attempts: int
     elapsed_s: float
+    made_in: str = ""  # the flow run that tested it, named when a later run reuses the outcome
 
 
 def _context_files(context_dir: Path, dockerfile: str) -> list[str]:
@@ -198,9 +201,7 @@ def build_image(
 
 
 def _container_test_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    spec: ContainerSpec = parameters["container"]
-    env = hashlib.sha256(repr(sorted(spec.env.items())).encode()).hexdigest()[:12]
-    return f"container-test-{parameters['image_id']}-{spec.port}-{spec.health_path}-{env}"
+    return container_test_cache_key(parameters["image_id"], parameters["container"])
 
 
 @task(
@@ -258,4 +259,5 @@ def test_container(
         status_code=health.status_code,
         attempts=health.attempts,
         elapsed_s=round(health.elapsed_s, 3),
+        made_in=str(flow_run.get_id() or ""),
     )

@@ -18,12 +18,14 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 
 from deliver import commands
 from deliver.errors import ScanFailed
 from deliver.planning.ci import (
     Finding,
     parse_trivy,
+    scan_cache_key,
     scan_verdict,
     severity_counts,
     severity_from_osv,
@@ -48,6 +50,7 @@ class ScanReport:
     counts: dict[str, int]
     findings: tuple[Finding, ...]
     scanners: tuple[str, ...]
+    made_in: str = ""  # the flow run that scanned, named when a later run reuses the report
 
 
 class _ChunkReader(io.RawIOBase):
@@ -186,9 +189,7 @@ def run_trivy(trivy: str, image_id: str) -> list[Finding]:
 
 
 def _scan_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    policy: ScanPolicy = parameters["policy"]
-    image, url = parameters["image_id"], parameters["advisory_url"]
-    return f"scan-{image}-{url}-{policy.model_dump_json()}"
+    return scan_cache_key(parameters["image_id"], parameters["advisory_url"], parameters["policy"])
 
 
 def _findings_markdown(service: str, report: ScanReport) -> str:
@@ -254,6 +255,7 @@ def scan_image(
         counts=severity_counts(findings),
         findings=tuple(findings),
         scanners=tuple(scanners),
+        made_in=str(flow_run.get_id() or ""),
     )
     create_markdown_artifact(
         key=f"scan-{service}", markdown=_findings_markdown(service, report), description=verdict
@@ -266,13 +268,12 @@ def scan_image(
         description=f"Findings by severity: {verdict}",
     )
     if not passed:
-        publish_scan_sarif.fn(service, report, dockerfile)
+        create_scan_sarif(service, report, dockerfile)
         raise ScanFailed(image=image_id, reason=verdict)
     return report
 
 
-@task(name="publish_scan_sarif")
-def publish_scan_sarif(service: str, report: ScanReport, dockerfile: str) -> None:
+def create_scan_sarif(service: str, report: ScanReport, dockerfile: str) -> None:
     """The scan's findings as SARIF, located at the Dockerfile the image was built from."""
     run = scan_run(
         report.findings, image=report.image_id, scanners=report.scanners, location=dockerfile
