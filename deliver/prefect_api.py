@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import datetime
 import time
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -235,20 +236,31 @@ def ci_result_naming(digest: str) -> str | None:
     return None
 
 
-def sarif_runs_of(flow_run_id: UUID) -> list[dict[str, Any]]:
-    """The SARIF runs a CI run published (one artifact a tool: `sarif-<service>-<tool>`)."""
+def sarif_runs_of(
+    flow_run_id: UUID, reused_from: Mapping[str, UUID] | None = None
+) -> list[dict[str, Any]]:
+    """The SARIF runs of a CI run (one artifact a tool: `sarif-<service>-<tool>`): those it
+    published, and for each step it reused, `reused_from` (artifact key -> flow run), those
+    of the run that did the step."""
+    reused_from = reused_from or {}
 
     async def read() -> list[Any]:
         async with get_client() as client:
             return await client.read_artifacts(
                 artifact_filter=ArtifactFilter(
                     key=ArtifactFilterKey(like_="sarif-%"),
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id, *reused_from.values()]),
                 ),
                 sort=ArtifactSort.KEY_ASC,
             )
 
-    return [run for artifact in asyncio.run(read()) for run in sarif_from(str(artifact.data))]
+    wanted = [
+        artifact
+        for artifact in asyncio.run(read())
+        if artifact.flow_run_id == flow_run_id
+        or reused_from.get(str(artifact.key)) == artifact.flow_run_id
+    ]
+    return [run for artifact in wanted for run in sarif_from(str(artifact.data))]
 
 
 def wait_for_flow_run(run_id: UUID, *, until: set[str], timeout_s: float = 300) -> Any:

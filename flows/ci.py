@@ -32,7 +32,7 @@ from deliver.planning.ci import (
 from deliver.planning.dockerfile import base_image, declared_args
 from deliver.planning.events import CI_FAILED, CI_STARTED, ci_progress, ci_succeeded
 from deliver.planning.notices import NoticeKind, checked_block_reference
-from deliver.planning.report import ci_report, reuse_markdown
+from deliver.planning.report import ci_report
 from deliver.planning.runtime import runtime_facts
 from deliver.planning.sarif import markdown as sarif_markdown
 from deliver.planning.sarif import sarif_key
@@ -176,12 +176,9 @@ def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
 
 def run_checks(
     spec: PipelineSpec, job: Job, placeholders: dict[str, str], reused: Reused
-) -> tuple[list[CheckOutcome], PrefectFuture[None]]:
-    """Every check not reused at once in the job container; all outcomes are collected before
-    any failure is raised.
-
-    Returns the outcomes and the (still running) publication of their table artifact.
-    """
+) -> list[CheckOutcome]:
+    """Every check not reused at once in the job container; all outcomes are collected (and
+    published when one failed) before any failure is raised."""
     futures = {
         check.name: run_check.with_options(retries=check.retries, retry_delay_seconds=2).submit(
             check, job, placeholders
@@ -196,27 +193,30 @@ def run_checks(
         else _outcome(c.name, futures[c.name])
         for c in spec.checks
     ]
-    # Overlaps with what comes next.
-    published = publish_checks.submit(spec.service, outcomes, reused.listing())
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
-        published.wait()
+        publish_checks(spec.service, outcomes)
         summary = "\n".join(f"- {o.name}: exit {o.exit_code}\n{o.tail[-1500:]}" for o in failed)
         raise ChecksFailed(failed=[o.name for o in failed], summary=summary)
-    return outcomes, published
+    return outcomes
 
 
 @task(name="publish_checks")
 def publish_checks(
-    service: str, outcomes: list[CheckOutcome], reused: list[tuple[str, str]]
+    service: str, outcomes: list[CheckOutcome], reused_scan: tuple[ScanReport, str] | None = None
 ) -> None:
-    """The checks' table, each check's SARIF, and what this run took from earlier runs."""
-    if reused:
-        create_markdown_artifact(
-            key=f"ci-reused-{service}",
-            markdown=reuse_markdown(service, reused),
-            description=f"{len(reused)} step(s) reused from earlier runs",
-        )
+    """For a run that fails after its checks: their table and every check's SARIF, and the
+    SARIF of a scan it reused, (report, Dockerfile): a failed run's artifacts hold all its
+    tools' results."""
+    create_checks_artifacts(service, outcomes)
+    if reused_scan is not None:
+        create_scan_sarif(service, *reused_scan)
+
+
+def create_checks_artifacts(
+    service: str, outcomes: list[CheckOutcome], sarif_of: list[CheckOutcome] | None = None
+) -> None:
+    """The table of `outcomes`, and the SARIF of `sarif_of` (all of them unless given)."""
     rows = []
     for o in outcomes:
         tests = f"{o.tests.passed} passed, {o.tests.failed} failed" if o.tests else ""
@@ -231,8 +231,8 @@ def publish_checks(
             }
         )
     create_table_artifact(key=f"ci-checks-{service}", table=rows, description="CI checks")
-    for o in outcomes:
-        if o.sarif:  # cached results carry theirs: every run shows every tool's results
+    for o in outcomes if sarif_of is None else sarif_of:
+        if o.sarif:
             runs = json.loads(o.sarif)
             create_markdown_artifact(
                 key=sarif_key(service, o.name),
@@ -242,9 +242,15 @@ def publish_checks(
 
 
 @task(name="publish_result")
-def publish_result(result: CiResult, dockerfile: str) -> None:
-    """The run's report, and the image scan's SARIF (a failed scan published its own)."""
-    create_scan_sarif(result.service, result.scan, dockerfile)
+def publish_result(result: CiResult, dockerfile: str, reused: Reused) -> None:
+    """The run's report, naming what it took from earlier runs (whose artifacts show those
+    steps), then the checks' table and the SARIF of what ran in this run. One task at the
+    end: each artifact is an API call, and a task run costs more."""
+    ran = [c for c in result.checks if c.status != "cached"]
+    if ran:
+        create_checks_artifacts(result.service, list(result.checks), sarif_of=ran)
+    if reused.scan is None:
+        create_scan_sarif(result.service, result.scan, dockerfile)
     create_markdown_artifact(
         key=f"ci-{result.service}",
         markdown=ci_report(
@@ -257,9 +263,35 @@ def publish_result(result: CiResult, dockerfile: str) -> None:
             built=result.built,
             checks=[(c.name, c.status) for c in result.checks],
             scan_verdict=result.scan.verdict,
+            reused=reused.listing(),
         ),
         description=f"{result.service} {result.version}: {result.image}",
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TestedImage:
+    image_id: str
+    pushed: RegistryImage  # what the registry holds under the run's tags
+    scan: ScanReport
+    built: bool  # False when the registry already held this source tree
+
+
+def _tested_image(
+    parameters: CiParameters,
+    app: PreparedApp,
+    plan: BuildPlan,
+    lookup: RegistryLookup,
+    containers: RunContainers,
+    reused: Reused,
+) -> TestedImage:
+    if lookup.existing is not None:
+        return _image(parameters, app, plan, lookup, containers, reused)
+    # Two runs of one source tree at once would both build and push it, and the second push
+    # would move the first's tags. The second waits, then finds the first's image.
+    with held(build_limit_name(app.spec.image.name), "one build and push of an image at a time"):
+        lookup = find_image(parameters.registry_block, app.spec.image.name, plan.source_tag)
+        return _image(parameters, app, plan, lookup, containers, reused)
 
 
 def _image(
@@ -269,10 +301,9 @@ def _image(
     lookup: RegistryLookup,
     containers: RunContainers,
     reused: Reused,
-) -> tuple[str, RegistryImage, ScanReport]:
+) -> TestedImage:
     """Build (unless the registry holds this source tree), test the container and scan
-    (unless an earlier run did, on this image), then push or re-tag: (image id, the image in
-    the registry, the scan report)."""
+    (unless an earlier run did, on this image), then push or re-tag."""
     existing = lookup.existing
     spec = app.spec
     if existing is None:
@@ -316,13 +347,10 @@ def _image(
     report = scan.result() if isinstance(scan, PrefectFuture) else scan
 
     if existing is None:
-        return (
-            image_id,
-            push_image(parameters.registry_block, spec.image.name, list(plan.tags)),
-            report,
-        )
+        pushed = push_image(parameters.registry_block, spec.image.name, list(plan.tags))
+        return TestedImage(image_id=image_id, pushed=pushed, scan=report, built=True)
     tag_image(parameters.registry_block, spec.image.name, existing.digest, list(plan.tags))
-    return image_id, existing, report
+    return TestedImage(image_id=image_id, pushed=existing, scan=report, built=False)
 
 
 def dockerfile_in_repo(app: PreparedApp, plan: BuildPlan) -> str:
@@ -402,9 +430,9 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
     plan = build_plan(parameters, app)
     # The lookup reads the registry only, so it runs while the environment is prepared.
     first_lookup = find_image.submit(parameters.registry_block, spec.image.name, plan.source_tag)
-    image = job_image(app.app_dir, spec, dict(plan.build_args))
+    base = job_image(app.app_dir, spec, dict(plan.build_args))
     environment = prepare_app_environment(
-        app.app_dir, spec.environment, image, cache, untrusted=parameters.untrusted
+        app.app_dir, spec.environment, base, cache, untrusted=parameters.untrusted
     )
     placeholders = {
         "advisory_url": parameters.advisory_url,
@@ -439,34 +467,29 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
             untrusted=parameters.untrusted,
         )
         try:
-            checks, checks_published = run_checks(spec, job, placeholders, reused)
+            checks = run_checks(spec, job, placeholders, reused)
         finally:
             containers.stop_job()
-
-        if lookup.existing is None:
-            # Two runs of one source tree at once would both build and push it, and the second
-            # push would move the first's tags. The second waits, then finds the first's image.
-            limit = build_limit_name(spec.image.name)
-            with held(limit, "one build and push of an image at a time"):
-                lookup = find_image(parameters.registry_block, spec.image.name, plan.source_tag)
-                image_id, pushed, report = _image(parameters, app, plan, lookup, containers, reused)
-        else:
-            image_id, pushed, report = _image(parameters, app, plan, lookup, containers, reused)
+        try:
+            image = _tested_image(parameters, app, plan, lookup, containers, reused)
+        except Exception:
+            scan = (reused.scan, dockerfile_in_repo(app, plan)) if reused.scan else None
+            publish_checks(spec.service, checks, scan)
+            raise
     result = CiResult(
         service=spec.service,
-        image=pushed.reference,
-        digest=pushed.digest,
-        image_id=image_id,
+        image=image.pushed.reference,
+        digest=image.pushed.digest,
+        image_id=image.image_id,
         sha=checkout.resolved.sha,
         ref=parameters.ref,
         version=checkout.resolved.version,
         tags=plan.tags,
-        built=lookup.existing is None,
+        built=image.built,
         checks=tuple(checks),
-        scan=report,
+        scan=image.scan,
     )
-    checks_published.wait()
-    publish_result(result, dockerfile_in_repo(app, plan))
+    publish_result(result, dockerfile_in_repo(app, plan), reused)
     get_run_logger().info("CI of %s %s: %s", spec.service, result.version, result.image)
     # Deployment triggers (prefect.yaml) turn this into releases: main to staging, v* tags
     # to production. The chain shows in the UI's event feed and automations.

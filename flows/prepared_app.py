@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from prefect import task
-
 from deliver.spec import PipelineSpec, load_spec
 from deliver.tasks.git import Checkout, check_out
 
@@ -23,13 +21,9 @@ class PreparedApp:
         return self.spec.service
 
 
-@task(name="read_spec")
-def read_spec(path: Path) -> PipelineSpec:
-    return load_spec(path)
-
-
 def prepare_app(repo: str, ref: str, spec_path: str, workdir: Path) -> PreparedApp:
-    """Check out `ref` into `workdir` and read its spec (checked before anything runs)."""
+    """Check out `ref` into `workdir` and read its spec (checked before anything runs; a
+    spec that is not valid fails the run with the file and the field)."""
     checkout = check_out(repo, ref, workdir)
     spec_file = checkout.workdir / spec_path
-    return PreparedApp(checkout=checkout, spec=read_spec(spec_file), app_dir=spec_file.parent)
+    return PreparedApp(checkout=checkout, spec=load_spec(spec_file), app_dir=spec_file.parent)

@@ -9,6 +9,7 @@ import json
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
+from uuid import UUID
 
 from deliver import commands
 from deliver.cli.common import EXIT_FAILED, EXIT_OK, Commands, connect, say
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     )
     state, value = run_ci(parameters)
     if args.sarif:
-        write_sarif(args.sarif, state.state_details.flow_run_id)
+        write_sarif(args.sarif, state.state_details.flow_run_id, value)
     if not state.is_completed():
         say(f"error: ci-pipeline {state.name}: {value}")
         return EXIT_FAILED
@@ -107,11 +108,23 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def write_sarif(path: Path, flow_run_id: Any) -> None:
-    from deliver.planning.sarif import sarif_log
+def write_sarif(path: Path, flow_run_id: UUID, value: object) -> None:
+    """Every tool's runs: a failed run published all of them; a run that passed published
+    those of the steps it ran, and names the runs whose results it reused."""
+    from deliver.planning.sarif import sarif_key, sarif_log
     from deliver.prefect_api import sarif_runs_of
+    from flows.ci import CiResult
 
-    runs = sarif_runs_of(flow_run_id)
+    reused_from: dict[str, UUID] = {}
+    if isinstance(value, CiResult):
+        reused_from = {
+            sarif_key(value.service, c.name): UUID(c.reused_from)
+            for c in value.checks
+            if c.reused_from
+        }
+        if value.scan.made_in and value.scan.made_in != str(flow_run_id):
+            reused_from[sarif_key(value.service, "scan")] = UUID(value.scan.made_in)
+    runs = sarif_runs_of(flow_run_id, reused_from)
     path.write_text(json.dumps(sarif_log(runs), indent=1) + "\n")
     results = sum(len(run.get("results") or []) for run in runs)
     names = (str(run.get("tool", {}).get("driver", {}).get("name", "?")) for run in runs)

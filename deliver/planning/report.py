@@ -70,28 +70,27 @@ def ci_report(
     built: bool,
     checks: Sequence[tuple[str, str]],  # (name, status)
     scan_verdict: str,
+    reused: Sequence[tuple[str, str]] = (),  # (step, flow run id) taken from earlier runs
 ) -> str:
     """The CI result a production approval's evidence quotes (it starts with "# CI of")."""
     listed = ", ".join(f"{name} {status}" for name, status in checks)
     how = "yes" if built else "no, the registry already held this source tree"
-    return (
+    report = (
         f"# CI of {service} {version}\n\n"
         f"- image: `{image}`\n- commit: `{sha}` ({ref})\n"
         f"- tags: {', '.join(tags)}\n"
         f"- built: {how}\n"
         f"- checks: {listed}\n- scan: {scan_verdict}\n"
     )
-
-
-def reuse_markdown(service: str, reused: Sequence[tuple[str, str]]) -> str:
-    """What a CI run took from earlier runs instead of running it: (step, flow run id)."""
+    if not reused:
+        return report
     rows = "\n".join(
         f"| {step} | [{run[:8]}](/runs/flow-run/{run}) |" if run else f"| {step} | - |"
         for step, run in reused
     )
     return (
-        f"# Reused by this CI run of {service}\n\n"
-        "Same inputs as an earlier run, so its outcome is this run's; nothing else ran again.\n\n"
+        f"{report}\n## Reused from earlier runs\n\n"
+        "Their inputs were the same, so their outcomes are this run's; they did not run again.\n\n"
         f"| step | from flow run |\n|---|---|\n{rows}\n"
     )
 
