@@ -8,8 +8,9 @@ Read top to bottom, a release is:
    slot, check its health (all hosts of the batch at once); then, host by host, switch its nginx
    to the candidate and smoke-test through it (a host without nginx is smoke-tested directly).
 3. Smoke the environment's own front (a fleet's balancer), if no host's check went through it.
-4. Past that point the new version serves: drain once, retire every old slot, record the
-   release on every host, prune images beyond `keep_versions`, and report.
+4. Past that point the new version serves: drain once (where nginx moved requests off an old
+   slot), retire every old slot, record the release on every host, prune images beyond
+   `keep_versions`, and report.
 
 Any exception before step 4 (a failed check, a lost SSH connection, a lost API connection)
 switches every switched host back, last switched first, stops every candidate started, records
@@ -281,8 +282,10 @@ class Rollout:
         """The new version serves everywhere: from here a failure is logged, never undone (the
         next release reconciles from what serves)."""
         old = [p for p in plans if p.state.live is not None and p.state.live.slot is not p.slot]
-        if old:
-            self.probes.drain(self.target.drain_s, f"{len(old)} old slot(s)")
+        # Only nginx moves requests off an old slot; without it nothing is in flight to wait for.
+        behind_nginx = [p for p in old if p.host.view.front_url is not None]
+        if behind_nginx:
+            self.probes.drain(self.target.drain_s, f"{len(behind_nginx)} old slot(s)")
         pruned: set[str] = set()
 
         def finish(plan: HostPlan) -> None:
