@@ -39,6 +39,7 @@ def test_sshd_config_allows_keys_only():
     assert {"Port 2222", "ListenAddress 127.0.0.1", "HostKey /s/host_key"} <= lines
     assert {"PasswordAuthentication no", "KbdInteractiveAuthentication no"} <= lines
     assert "AuthorizedKeysFile /s/authorized_keys" in lines
+    assert "SetEnv SHLVL=1" in lines  # commands run without the account's ~/.bashrc
 
 
 def test_nginx_proxies_to_the_included_upstream():

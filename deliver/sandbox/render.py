@@ -41,6 +41,10 @@ def sshd_config(*, port: int, host_key: Path, authorized_keys: Path, pid_file: P
         "AllowTcpForwarding no",
         "MaxStartups 30:50:100",
         "Subsystem sftp internal-sftp",
+        # Debian's bash sources ~/.bashrc for every command sshd runs at shell level 1, and
+        # this machine's root .bashrc is a developer's (pyenv init: ~100 processes, 0.15 s a
+        # command). A deploy host's commands start at level 2, as under a clean account.
+        "SetEnv SHLVL=1",
     ]
     return "\n".join(lines) + "\n"
 
