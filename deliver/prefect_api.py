@@ -101,6 +101,10 @@ def waiting_releases() -> list[WaitingRelease]:
     return asyncio.run(_waiting())
 
 
+FORM_NOT_STORED_YET = "Run input schema not found"
+FORM_STORED_WITHIN_S = 10.0
+
+
 def decide(run_id: str, *, decision: str, approver: str, reason: str, code: str) -> None:
     """Resume a waiting release with a decision; the flow checks it against its policy."""
     if decision == "reject" and not reason.strip():
@@ -110,15 +114,25 @@ def decide(run_id: str, *, decision: str, approver: str, reason: str, code: str)
     except ValueError as exc:
         raise ApprovalCommandError(f"{run_id!r} is not a flow run id.") from exc
     run_input = {"decision": decision, "approver": approver, "reason": reason, "code": code}
-    try:
-        asyncio.run(aresume_flow_run(flow_run_id, run_input=run_input))
-    except ObjectNotFound as exc:
-        raise ApprovalCommandError(f"No flow run {run_id}.") from exc
-    except FlowPauseTimeout as exc:
-        raise ApprovalCommandError(f"Run {run_id} timed out waiting and can't be resumed.") from exc
-    except (RuntimeError, ValueError) as exc:
-        detail = str(exc).splitlines()[0]
-        raise ApprovalCommandError(f"Run {run_id} is not waiting for approval: {detail}") from exc
+    deadline = time.monotonic() + FORM_STORED_WITHIN_S
+    while True:
+        try:
+            asyncio.run(aresume_flow_run(flow_run_id, run_input=run_input))
+            return
+        except ObjectNotFound as exc:
+            raise ApprovalCommandError(f"No flow run {run_id}.") from exc
+        except FlowPauseTimeout as exc:
+            detail = "timed out waiting and can't be resumed"
+            raise ApprovalCommandError(f"Run {run_id} {detail}.") from exc
+        except (RuntimeError, ValueError) as exc:
+            detail = str(exc).splitlines()[0]
+            # Prefect shows a run as paused a moment before it stores the form it waits for.
+            if FORM_NOT_STORED_YET in detail and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            raise ApprovalCommandError(
+                f"Run {run_id} is not waiting for approval: {detail}"
+            ) from exc
 
 
 def final_task_runs(flow_run_id: UUID, *, timeout_s: float = 15.0) -> list[TaskRun]:

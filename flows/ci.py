@@ -277,33 +277,37 @@ class TestedImage:
     built: bool  # False when the registry already held this source tree
 
 
-def _tested_image(
-    parameters: CiParameters,
-    app: PreparedApp,
-    plan: BuildPlan,
-    lookup: RegistryLookup,
-    containers: RunContainers,
-    reused: Reused,
-) -> TestedImage:
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ImageStep:
+    """What the image's part of a run works from, once its checks have passed."""
+
+    parameters: CiParameters
+    app: PreparedApp
+    plan: BuildPlan
+    containers: RunContainers
+    reused: Reused
+
+
+def _tested_image(step: ImageStep, lookup: RegistryLookup) -> TestedImage:
     if lookup.existing is not None:
-        return _image(parameters, app, plan, lookup, containers, reused)
+        return _image(step, lookup)
     # Two runs of one source tree at once would both build and push it, and the second push
     # would move the first's tags. The second waits, then finds the first's image.
-    with held(build_limit_name(app.spec.image.name), "one build and push of an image at a time"):
-        lookup = find_image(parameters.registry_block, app.spec.image.name, plan.source_tag)
-        return _image(parameters, app, plan, lookup, containers, reused)
+    name = step.app.spec.image.name
+    with held(build_limit_name(name), "one build and push of an image at a time"):
+        return _image(step, find_image(step.parameters.registry_block, name, step.plan.source_tag))
 
 
-def _image(
-    parameters: CiParameters,
-    app: PreparedApp,
-    plan: BuildPlan,
-    lookup: RegistryLookup,
-    containers: RunContainers,
-    reused: Reused,
-) -> TestedImage:
+def _image(step: ImageStep, lookup: RegistryLookup) -> TestedImage:
     """Build (unless the registry holds this source tree), test the container and scan
     (unless an earlier run did, on this image), then push or re-tag."""
+    parameters, app, plan, containers, reused = (
+        step.parameters,
+        step.app,
+        step.plan,
+        step.containers,
+        step.reused,
+    )
     existing = lookup.existing
     spec = app.spec
     if existing is None:
@@ -471,7 +475,10 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
         finally:
             containers.stop_job()
         try:
-            image = _tested_image(parameters, app, plan, lookup, containers, reused)
+            step = ImageStep(
+                parameters=parameters, app=app, plan=plan, containers=containers, reused=reused
+            )
+            image = _tested_image(step, lookup)
         except Exception:
             scan = (reused.scan, dockerfile_in_repo(app, plan)) if reused.scan else None
             publish_checks(spec.service, checks, scan)
