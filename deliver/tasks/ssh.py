@@ -152,7 +152,14 @@ class Remote:
                 shlex.join(argv), timeout=timeout_s
             )
             if stdin is not None:
-                channel_in.write(stdin)
+                try:
+                    channel_in.write(stdin)
+                except OSError:
+                    # A command that refuses at once (a planted symlink) may exit before it
+                    # reads its input: its exit status says what happened. A lost connection
+                    # is still one.
+                    if not self.alive:
+                        raise
             channel_in.channel.shutdown_write()
             out = stdout.read(MAX_READ).decode(errors="replace")
             err = stderr.read(MAX_READ).decode(errors="replace")
