@@ -47,11 +47,12 @@ BRANCH = "bench"
 GRAPH: dict[str, list[str]] = {
     "checkout": [],
     "find-#1": ["checkout"],
+    # A task run only when the app environment has to be built (the lookups of reusable
+    # results and environments are not task runs).
     "prepare_app_environment": ["checkout"],
-    "find_reusable": ["find-#1", "prepare_app_environment"],
     # The job container and the services start inside the first check that runs (a nested task
     # run), so the checks' durations include them.
-    "check-": ["find_reusable"],
+    "check-": ["find-#1", "prepare_app_environment"],
     "find-#2": ["check-"],
     "build-": ["find-#2"],
     "test_container": ["build-"],

@@ -5,6 +5,7 @@ Its output, an image in the registry by digest with its evidence, is what `relea
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import Artifact, MarkdownArtifact, TableArtifact
 from prefect.context import SyncClientContext
 from prefect.events import emit_event
 from prefect.futures import PrefectFuture, wait
@@ -38,7 +39,11 @@ from deliver.planning.sarif import markdown as sarif_markdown
 from deliver.planning.sarif import sarif_key
 from deliver.planning.services import filled_env
 from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
-from deliver.tasks.app_environment import job_image, prepare_app_environment
+from deliver.tasks.app_environment import (
+    existing_app_environment,
+    job_image,
+    prepare_app_environment,
+)
 from deliver.tasks.checks import CheckResult, check_key, run_check
 from deliver.tasks.docker_image import (
     build_image,
@@ -58,7 +63,7 @@ from deliver.tasks.registry import (
     tag_image,
 )
 from deliver.tasks.reuse import Reused, ReuseKeys, find_reusable
-from deliver.tasks.scan import ScanReport, create_scan_sarif, scan_image
+from deliver.tasks.scan import ScanReport, scan_image, scan_sarif_artifact
 from flows.prepared_app import PreparedApp, prepare_app
 
 PUBLIC_OSV = "https://api.osv.dev/v1/query"
@@ -208,14 +213,16 @@ def publish_checks(
     """For a run that fails after its checks: their table and every check's SARIF, and the
     SARIF of a scan it reused, (report, Dockerfile): a failed run's artifacts hold all its
     tools' results."""
-    create_checks_artifacts(service, outcomes)
+    artifacts = checks_artifacts(service, outcomes)
     if reused_scan is not None:
-        create_scan_sarif(service, *reused_scan)
+        artifacts.append(scan_sarif_artifact(service, *reused_scan))
+    for artifact in artifacts:
+        artifact.create()
 
 
-def create_checks_artifacts(
+def checks_artifacts(
     service: str, outcomes: list[CheckOutcome], sarif_of: list[CheckOutcome] | None = None
-) -> None:
+) -> list[Artifact]:
     """The table of `outcomes`, and the SARIF of `sarif_of` (all of them unless given)."""
     rows = []
     for o in outcomes:
@@ -230,28 +237,44 @@ def create_checks_artifacts(
                 "coverage": coverage,
             }
         )
-    create_table_artifact(key=f"ci-checks-{service}", table=rows, description="CI checks")
+    artifacts: list[Artifact] = [
+        TableArtifact(key=f"ci-checks-{service}", table=rows, description="CI checks")
+    ]
     for o in outcomes if sarif_of is None else sarif_of:
         if o.sarif:
             runs = json.loads(o.sarif)
-            create_markdown_artifact(
-                key=sarif_key(service, o.name),
-                markdown=sarif_markdown(f"SARIF of check {o.name} ({service})", runs),
-                description=f"{sum(len(r.get('results') or []) for r in runs)} result(s)",
+            artifacts.append(
+                MarkdownArtifact(
+                    key=sarif_key(service, o.name),
+                    markdown=sarif_markdown(f"SARIF of check {o.name} ({service})", runs),
+                    description=f"{sum(len(r.get('results') or []) for r in runs)} result(s)",
+                )
             )
+    return artifacts
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PassedRun:
+    """What a run that passed publishes."""
+
+    result: CiResult
+    dockerfile: str  # in the repository: where the scan's findings are located
+    reused: Reused
 
 
 @task(name="publish_result")
-def publish_result(result: CiResult, dockerfile: str, reused: Reused) -> None:
+async def publish_result(run: PassedRun) -> None:
     """The run's report, naming what it took from earlier runs (whose artifacts show those
     steps), then the checks' table and the SARIF of what ran in this run. One task at the
-    end: each artifact is an API call, and a task run costs more."""
+    end, async so its artifacts are created at once on the flow's own API client."""
+    result, reused = run.result, run.reused
+    artifacts: list[Artifact] = []
     ran = [c for c in result.checks if c.status != "cached"]
     if ran:
-        create_checks_artifacts(result.service, list(result.checks), sarif_of=ran)
+        artifacts += checks_artifacts(result.service, list(result.checks), sarif_of=ran)
     if reused.scan is None:
-        create_scan_sarif(result.service, result.scan, dockerfile)
-    create_markdown_artifact(
+        artifacts.append(scan_sarif_artifact(result.service, result.scan, run.dockerfile))
+    report = MarkdownArtifact(
         key=f"ci-{result.service}",
         markdown=ci_report(
             service=result.service,
@@ -267,6 +290,7 @@ def publish_result(result: CiResult, dockerfile: str, reused: Reused) -> None:
         ),
         description=f"{result.service} {result.version}: {result.image}",
     )
+    await asyncio.gather(*(artifact.acreate() for artifact in [*artifacts, report]))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -377,7 +401,10 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
                 parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
             )
             emit_event(**ci_progress(event=CI_STARTED, **_ci_resource(parameters, app)))
-            return _pipeline(parameters, app, cache, workdir)
+            passed = _pipeline(parameters, app, cache, workdir)
+            await publish_result(passed)
+            _announce(parameters, app, passed.result)
+            return passed.result
         except Exception as exc:
             if app is not None:
                 emit_event(**ci_progress(event=CI_FAILED, **_ci_resource(parameters, app)))
@@ -429,13 +456,15 @@ def build_plan(parameters: CiParameters, app: PreparedApp) -> BuildPlan:
     )
 
 
-def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: Path) -> CiResult:
+def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: Path) -> PassedRun:
     spec, checkout = app.spec, app.checkout
     plan = build_plan(parameters, app)
     # The lookup reads the registry only, so it runs while the environment is prepared.
     first_lookup = find_image.submit(parameters.registry_block, spec.image.name, plan.source_tag)
     base = job_image(app.app_dir, spec, dict(plan.build_args))
-    environment = prepare_app_environment(
+    environment = existing_app_environment(
+        app.app_dir, spec.environment, base, cache, untrusted=parameters.untrusted
+    ) or prepare_app_environment(
         app.app_dir, spec.environment, base, cache, untrusted=parameters.untrusted
     )
     placeholders = {
@@ -496,18 +525,18 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
         checks=tuple(checks),
         scan=image.scan,
     )
-    publish_result(result, dockerfile_in_repo(app, plan), reused)
-    get_run_logger().info("CI of %s %s: %s", spec.service, result.version, result.image)
+    return PassedRun(result=result, dockerfile=dockerfile_in_repo(app, plan), reused=reused)
+
+
+def _announce(parameters: CiParameters, app: PreparedApp, result: CiResult) -> None:
+    get_run_logger().info("CI of %s %s: %s", result.service, result.version, result.image)
     # Deployment triggers (prefect.yaml) turn this into releases: main to staging, v* tags
     # to production. The chain shows in the UI's event feed and automations.
     emit_event(
         **ci_succeeded(
-            service=spec.service,
-            ref=parameters.ref,
-            kind=checkout.resolved.kind.value,
+            **_ci_resource(parameters, app),
             image=result.image,
             version=result.version,
             sha=result.sha,
         )
     )
-    return result

@@ -150,6 +150,34 @@ def _planned(app_dir: Path, spec: EnvironmentSpec) -> InstallPlan:
         raise EnvironmentFailed(app_dir=str(app_dir), detail=str(exc)) from exc
 
 
+def _trust(untrusted: bool) -> str:
+    return "untrusted" if untrusted else "trusted"
+
+
+def _environment_path(cache_dir: Path, digest: str, *, untrusted: bool) -> Path:
+    return cache_dir / "envs" / _trust(untrusted) / digest
+
+
+def existing_app_environment(
+    app_dir: Path, spec: EnvironmentSpec, image: str, cache_dir: Path, *, untrusted: bool
+) -> AppEnvironment | None:
+    """The environment `prepare_app_environment` would reuse, found without a task run; None
+    when it has to run (the environment or its job image is not here yet). An environment is
+    moved into place once complete, so one that exists is whole."""
+    plan = _planned(app_dir, spec)
+    with docker_client() as client:
+        try:
+            image_id = str(client.images.get(image).id)
+        except docker.errors.ImageNotFound:
+            return None
+    digest = environment_digest(plan, image_id)
+    path = _environment_path(cache_dir, digest, untrusted=untrusted)
+    if not (path / FROZEN).exists():
+        return None
+    get_run_logger().info("Reusing the app environment %s (inputs unchanged)", digest)
+    return environment_at(image_id, path, digest)
+
+
 @task(name="prepare_app_environment")
 def prepare_app_environment(
     app_dir: Path, spec: EnvironmentSpec, image: str, cache_dir: Path, *, untrusted: bool
@@ -160,8 +188,7 @@ def prepare_app_environment(
     with docker_client() as client:
         image_id = _image_id(client, image, app_dir)
     digest = environment_digest(plan, image_id)
-    trust = "untrusted" if untrusted else "trusted"
-    path = cache_dir / "envs" / trust / digest
+    path = _environment_path(cache_dir, digest, untrusted=untrusted)
     path.parent.mkdir(parents=True, exist_ok=True)
     with (path.parent / f"{digest}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -169,7 +196,9 @@ def prepare_app_environment(
             logger.info("Reusing the app environment %s (inputs unchanged)", digest)
         else:
             logger.info("Building the app environment %s in %s with uv", digest, image)
-            build_environment(plan, app_dir, image_id, path, cache_dir / "uv" / trust, logger.info)
+            build_environment(
+                plan, app_dir, image_id, path, cache_dir / "uv" / _trust(untrusted), logger.info
+            )
     return environment_at(image_id, path, digest)
 
 

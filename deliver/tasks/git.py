@@ -79,8 +79,7 @@ def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
     switched = _git("-c", "advice.detachedHead=false", "checkout", "-q", target, cwd=workdir)
     if not switched.ok:
         raise RefNotFound(repo=repo, ref=ref, branches=[])
-    sha = _git("rev-parse", "HEAD", cwd=workdir).lines[0]
-    commit_time = _git("show", "-s", "--format=%cI", "HEAD", cwd=workdir).lines[0]
+    sha, commit_time = _git("show", "-s", "--format=%H%n%cI", "HEAD", cwd=workdir).lines[:2]
     resolved = ResolvedRef(ref=ref, kind=kind, sha=sha, commit_time=commit_time)
     return Checkout(repo=repo, workdir=workdir, resolved=resolved)
 

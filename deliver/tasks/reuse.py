@@ -1,6 +1,7 @@
 """Prefect's result store: which steps of a run earlier runs already did, looked up together
 before any of them becomes a task run (a task run that only finds its cached result still
-costs a task run)."""
+costs a task run). The lookup is not one either: it reads local records, and the run's report
+lists what it found."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any, cast
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.results import ResultStore, get_result_store
 
 from deliver.tasks.checks import CheckResult, run_check
@@ -60,7 +61,6 @@ def _kept(store: ResultStore, key: str) -> object | None:
     return found
 
 
-@task(name="find_reusable")
 def find_reusable(keys: ReuseKeys) -> Reused:
     """Read every key of the run from the store the steps' own task runs write to."""
     # The sync variant, as the steps' own (sync) task runs use.

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import httpx
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import MarkdownArtifact, create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
@@ -268,17 +268,17 @@ def scan_image(
         description=f"Findings by severity: {verdict}",
     )
     if not passed:
-        create_scan_sarif(service, report, dockerfile)
+        scan_sarif_artifact(service, report, dockerfile).create()
         raise ScanFailed(image=image_id, reason=verdict)
     return report
 
 
-def create_scan_sarif(service: str, report: ScanReport, dockerfile: str) -> None:
+def scan_sarif_artifact(service: str, report: ScanReport, dockerfile: str) -> MarkdownArtifact:
     """The scan's findings as SARIF, located at the Dockerfile the image was built from."""
     run = scan_run(
         report.findings, image=report.image_id, scanners=report.scanners, location=dockerfile
     )
-    create_markdown_artifact(
+    return MarkdownArtifact(
         key=sarif_key(service, "scan"),
         markdown=sarif_markdown(f"SARIF of the image scan ({service})", [run]),
         description=f"{len(report.findings)} finding(s)",
