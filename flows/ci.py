@@ -6,6 +6,7 @@ Its output, an image in the registry by digest with its evidence, is what `relea
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 import shutil
@@ -59,6 +60,7 @@ from deliver.tasks.registry import (
     RegistryImage,
     RegistryLookup,
     find_image,
+    preload_credentials,
     push_image,
     tag_image,
 )
@@ -319,7 +321,10 @@ def _tested_image(step: ImageStep, lookup: RegistryLookup) -> TestedImage:
     # would move the first's tags. The second waits, then finds the first's image.
     name = step.app.spec.image.name
     with held(build_limit_name(name), "one build and push of an image at a time"):
-        return _image(step, find_image(step.parameters.registry_block, name, step.plan.source_tag))
+        lookup = find_image(
+            step.parameters.registry_block, name, step.plan.source_tag, list(step.plan.tags)
+        )
+        return _image(step, lookup)
 
 
 def _image(step: ImageStep, lookup: RegistryLookup) -> TestedImage:
@@ -377,7 +382,11 @@ def _image(step: ImageStep, lookup: RegistryLookup) -> TestedImage:
     if existing is None:
         pushed = push_image(parameters.registry_block, spec.image.name, list(plan.tags))
         return TestedImage(image_id=image_id, pushed=pushed, scan=report, built=True)
-    tag_image(parameters.registry_block, spec.image.name, existing.digest, list(plan.tags))
+    untagged = [tag for tag in plan.tags if tag not in lookup.tagged]
+    if untagged:
+        tag_image(parameters.registry_block, spec.image.name, existing.digest, untagged)
+    else:
+        get_run_logger().info("Its tags %s already point at it", ", ".join(plan.tags))
     return TestedImage(image_id=image_id, pushed=existing, scan=report, built=False)
 
 
@@ -396,10 +405,15 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
     app: PreparedApp | None = None
     # One API client for every task: without it each sync task builds its own (~20 ms apiece).
     with SyncClientContext.get_or_create():
+        # Read while the checkout runs, not after it, by the registry lookup.
+        registry_block = asyncio.get_running_loop().run_in_executor(
+            None, contextvars.copy_context().run, preload_credentials, parameters.registry_block
+        )
         try:
             app = prepare_app(
                 parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
             )
+            await registry_block
             emit_event(**ci_progress(event=CI_STARTED, **_ci_resource(parameters, app)))
             passed = _pipeline(parameters, app, cache, workdir)
             await publish_result(passed)
@@ -460,7 +474,9 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
     spec, checkout = app.spec, app.checkout
     plan = build_plan(parameters, app)
     # The lookup reads the registry only, so it runs while the environment is prepared.
-    first_lookup = find_image.submit(parameters.registry_block, spec.image.name, plan.source_tag)
+    first_lookup = find_image.submit(
+        parameters.registry_block, spec.image.name, plan.source_tag, list(plan.tags)
+    )
     base = job_image(app.app_dir, spec, dict(plan.build_args))
     environment = existing_app_environment(
         app.app_dir, spec.environment, base, cache, untrusted=parameters.untrusted

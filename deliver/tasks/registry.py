@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +33,7 @@ from deliver.tasks.progress import Progress, progress_key
 class RegistryLookup:
     repository: str  # host:port/name, where this image is pushed
     existing: RegistryImage | None  # what the registry already holds under the tag asked for
+    tagged: tuple[str, ...] = ()  # of the tags asked about, those already pointing at it
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +49,13 @@ class RegistryImage:
 
 def load_credentials(block_name: str) -> DockerRegistryCredentials:
     return load_block(DockerRegistryCredentials, block_name)
+
+
+def preload_credentials(block_name: str) -> None:
+    """Load the block ahead of the steps that need it, where a failure is not told: the first
+    of them loads it again and says what is wrong."""
+    with contextlib.suppress(Exception):
+        load_credentials(block_name)
 
 
 def _auth(credentials: DockerRegistryCredentials) -> tuple[str, str]:
@@ -102,13 +111,17 @@ class _Registry:
                 f"Registry {self.base} refused tag {name}:{tag} ({put.status_code})"
             )
 
+    def digest(self, name: str, tag: str) -> str | None:
+        """What `tag` points at; None when the registry has no such tag."""
+        current = self.manifest(name, tag)
+        return None if current is None else current.headers.get("Docker-Content-Digest")
+
     def point(self, name: str, tags: Iterable[str], manifest: httpx.Response) -> list[str]:
         """Point each of `tags` at `manifest` where it does not already; the tags it moved."""
         digest = manifest.headers.get("Docker-Content-Digest")
         moved = []
         for tag in tags:
-            current = self.manifest(name, tag)
-            if current is None or current.headers.get("Docker-Content-Digest") != digest:
+            if self.digest(name, tag) != digest:
                 self.put_manifest(name, tag, manifest)
                 moved.append(tag)
         return moved
@@ -129,10 +142,13 @@ class _Registry:
     retry_delay_seconds=1,
     retry_condition_fn=lambda task, run, state: _retry_if_transient(task, run, state),
 )
-def find_image(block_name: str, name: str, tag: str) -> RegistryLookup:
+def find_image(
+    block_name: str, name: str, tag: str, run_tags: Iterable[str] = ()
+) -> RegistryLookup:
     """Where `name` is pushed, and the image the registry already holds under `tag`, if any:
     found by its registry digest, and pulled by it when this worker's engine lacks it (another
-    worker built it), so what is tested and scanned is what the registry holds."""
+    worker built it), so what is tested and scanned is what the registry holds. Which of
+    `run_tags` already point at it is read in the same visit."""
     credentials = load_credentials(block_name)
     repository = f"{registry_host(credentials.registry_url)}/{name}"
     with _Registry(credentials, block_name) as registry:
@@ -140,18 +156,20 @@ def find_image(block_name: str, name: str, tag: str) -> RegistryLookup:
         if response is None:
             return RegistryLookup(repository=repository, existing=None)
         image = registry.image(name, response)
-    logger = get_run_logger()
-    if built_by_ci(name, tag) != image.digest:
-        logger.warning(
-            "%s:%s is %s, which no CI run recorded pushing (pushed to the registry by someone "
-            "else?): not adopted, CI builds it",
-            image.repository,
-            tag,
-            image.digest,
-        )
-        return RegistryLookup(repository=repository, existing=None)
+        logger = get_run_logger()
+        if built_by_ci(name, tag) != image.digest:
+            logger.warning(
+                "%s:%s is %s, which no CI run recorded pushing (pushed to the registry by "
+                "someone else?): not adopted, CI builds it",
+                image.repository,
+                tag,
+                image.digest,
+            )
+            return RegistryLookup(repository=repository, existing=None)
+        tagged = tuple(t for t in run_tags if t == tag or registry.digest(name, t) == image.digest)
     logger.info("Registry holds %s:%s at %s", image.repository, tag, image.digest)
-    return RegistryLookup(repository=repository, existing=_here(image, credentials, block_name))
+    existing = _here(image, credentials, block_name)
+    return RegistryLookup(repository=repository, existing=existing, tagged=tagged)
 
 
 def built_variable(name: str, source_tag: str) -> str:
