@@ -24,10 +24,10 @@ from deliver.planning.release import (
     Release,
     RunningSlot,
     Slot,
-    nginx_upstream,
 )
 from tests.fakes import Registry, environment, image
 from tests.images import push_dockerfile
+from tests.nginx import serve_blue
 
 CONTRACT_BLOCK = "contract-production"
 PORTS = {"blue": 8501, "green": 8502}
@@ -39,7 +39,7 @@ def ssh_contract(docker_engine, registry, base_image, sandbox_config, prefect_ap
     pushed to the registry but absent from the host's engine."""
     production = cast(DeployTarget, DeployTarget.load("production"))
     upstream = sandbox_config.component_dir("nginx") / "contract-upstream.conf"
-    upstream.write_text(nginx_upstream(slot_port=PORTS["blue"]))
+    serve_blue(upstream, PORTS)
     state_dir = sandbox_config.state_dir / "hosts" / "contract"
     (state_dir / "release-state.json").unlink(missing_ok=True)
     fields = {
@@ -83,7 +83,7 @@ def host_and_image(request: pytest.FixtureRequest) -> Iterator[tuple[DeployHost,
     _remove_contract_containers(engine)
     (config.state_dir / "hosts" / "contract" / "release-state.json").unlink(missing_ok=True)
     upstream = config.component_dir("nginx") / "contract-upstream.conf"
-    upstream.write_text(nginx_upstream(slot_port=PORTS["blue"]))
+    serve_blue(upstream, PORTS)
     with contextlib.suppress(docker.errors.ImageNotFound):
         engine.images.remove(pushed, force=True, noprune=True)
     with open_ssh_hosts(CONTRACT_BLOCK) as (_, ssh_hosts):

@@ -18,9 +18,9 @@ import pytest
 
 from blocks.deploy_target import DeployTarget
 from deliver.errors import HealthCheckFailed, ReleaseError
-from deliver.planning.release import nginx_upstream
 from tests.images import push_sample
 from tests.load import Load
+from tests.nginx import serve_blue
 from tests.test_release import ProductionRelease, run_release
 
 FLEET = "production-fleet"
@@ -41,7 +41,8 @@ def reset_fleet(docker_engine: Any, sandbox_config: Any) -> None:
         state = sandbox_config.state_dir / "hosts" / host / "release-state.json"
         state.unlink(missing_ok=True)
         upstream = sandbox_config.component_dir(f"nginx-{host}") / "production-upstream.conf"
-        upstream.write_text(nginx_upstream(slot_port=sandbox_config.fleet[host].blue))
+        ports = sandbox_config.fleet[host]
+        serve_blue(upstream, {"blue": ports.blue, "green": ports.green})
 
 
 @pytest.fixture(scope="module")

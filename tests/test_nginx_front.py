@@ -1,16 +1,18 @@
-"""nginx in front of production proxies to the slot its upstream file names; reload switches it."""
+"""nginx in front of production proxies to the slot the marker names, per request, unreloaded."""
 
 import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 
-from deliver.planning.release import nginx_upstream
+from deliver.planning.release import green_marker
 from deliver.sandbox.config import Slot
 from deliver.sandbox.processes import wait_until
+from tests.nginx import serve_blue
 
 
 def slot_server(port: int, name: str) -> ThreadingHTTPServer:
@@ -68,17 +70,41 @@ def test_front_health_answers(nginx_front):
     assert httpx.get(f"{nginx_front['url']}/__front/health").status_code == 200
 
 
-def test_switching_the_upstream_moves_traffic(nginx_front, slots):
-    """Rewriting the upstream file and reloading nginx moves traffic from blue to green and back."""
-    upstream = nginx_front["upstream_file"]
-    original = upstream.read_text()
+def nginx_workers(nginx_front) -> set[str]:
+    master = (nginx_front["config_file"].parent / "nginx.pid").read_text().strip()
+    return set(Path(f"/proc/{master}/task/{master}/children").read_text().split())
+
+
+def test_the_slot_marker_moves_traffic_without_a_reload(nginx_front, slots):
+    """Once the slots' groups are loaded, creating and removing the green marker moves the very
+    next request, on the same kept-alive connection, with the same nginx workers: a switch
+    closes no client's connection."""
+    url, upstream = nginx_front["url"], nginx_front["upstream_file"]
+    marker = Path(green_marker(str(upstream)))
+    original, was_green = upstream.read_text(), marker.exists()
     try:
-        upstream.write_text(nginx_upstream(slot_port=slots[Slot.BLUE]))
+        serve_blue(upstream, slots)
         reload_nginx(nginx_front)
-        assert wait_until(lambda: httpx.get(nginx_front["url"]).text == "blue", timeout=5)
-        upstream.write_text(nginx_upstream(slot_port=slots[Slot.GREEN]))
-        reload_nginx(nginx_front)
-        assert wait_until(lambda: httpx.get(nginx_front["url"]).text == "green", timeout=5)
+        assert wait_until(lambda: httpx.get(url).text == "blue", timeout=5)
+        workers = nginx_workers(nginx_front)
+        with httpx.Client() as kept_alive:
+
+            def answer() -> tuple[str, object]:
+                response = kept_alive.get(url)
+                stream = response.extensions["network_stream"]
+                return response.text, stream.get_extra_info("client_addr")
+
+            before, connection = answer()
+            marker.touch()
+            assert answer() == ("green", connection)
+            marker.unlink()
+            assert answer() == ("blue", connection)
+        assert before == "blue"
+        assert nginx_workers(nginx_front) == workers
     finally:
         upstream.write_text(original)
+        if was_green:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
         reload_nginx(nginx_front)

@@ -32,12 +32,12 @@ from deliver.errors import (
     SmokeCheckFailed,
 )
 from deliver.planning.approval import decode_secret, totp
-from deliver.planning.release import nginx_upstream
 from deliver.prefect_api import decide, waiting_releases
 from deliver.tasks.ssh import Remote, SshAddress, load_private_key, pinned_host_keys
 from flows.release import ReleaseParameters, RollbackParameters, release_here, rollback_here
 from tests.conftest import PROJECT_DIR
 from tests.images import push_sample
+from tests.nginx import serve_blue
 from tests.policies import SANDBOX_APPROVALS, TEST_APPROVALS, approvals_for_tests, code_of
 
 REPOSITORY = "release-test"
@@ -60,7 +60,8 @@ def reset_hosts(docker_engine: Any, sandbox_config: Any) -> None:
     for state in (sandbox_config.state_dir / "hosts").glob("*/release-state.json"):
         state.unlink()
     nginx_dir = sandbox_config.component_dir("nginx")
-    (nginx_dir / "production-upstream.conf").write_text(nginx_upstream(slot_port=8101))
+    production_ports = sandbox_config.slot_ports[_env("production")]
+    serve_blue(nginx_dir / "production-upstream.conf", production_ports)
 
 
 @pytest.fixture(scope="module")
@@ -345,8 +346,9 @@ def test_unknown_host_key_runs_nothing(images, sandbox_config, docker_engine):
     wrong.save("staging-wrong-key", overwrite=True)
     before = host_state(sandbox_config, "staging")
 
-    def release_containers() -> set[str]:  # CI runs of the other worker come and go meanwhile
-        return {c.name for c in docker_engine.containers.list(filters={"label": "dev.deliver.app"})}
+    def release_containers() -> set[str]:  # other apps' releases come and go meanwhile
+        labels = [f"dev.deliver.app={staging.app_name}", "dev.deliver.environment=staging"]
+        return {c.name for c in docker_engine.containers.list(filters={"label": labels})}
 
     running = release_containers()
     state, error = run_release(images["v1"], "staging", "1.0.1", target_block="staging-wrong-key")

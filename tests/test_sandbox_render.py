@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from deliver.planning.release import nginx_upstream
+from deliver.planning.release import Slot, nginx_upstreams, serving_slot
 from deliver.sandbox.config import SandboxConfig, default_state_dir
 from deliver.sandbox.render import (
     known_hosts_line,
@@ -42,19 +42,30 @@ def test_sshd_config_allows_keys_only():
     assert "SetEnv SHLVL=1" in lines  # commands run without the account's ~/.bashrc
 
 
-def test_nginx_proxies_to_the_included_upstream():
-    """nginx listens on loopback and proxies to the upstream named in the swappable file."""
+def test_nginx_proxies_to_the_slot_the_marker_names():
+    """nginx listens on loopback, includes the slots' groups, and picks one per request by the
+    green marker beside the upstream file."""
     text = nginx_config(
         port=8080, prefix=Path("/s"), upstream_file=Path("/s/up.conf"), pid_file=Path("/s/n.pid")
     )
     assert "listen 127.0.0.1:8080;" in text
     assert "include /s/up.conf;" in text
-    assert "proxy_pass http://production_app;" in text
+    assert "if (-f /s/up.conf.green) {" in text
+    assert "proxy_pass http://production_app_$deliver_slot;" in text
 
 
-def test_upstream_names_one_slot_port():
-    """The upstream file points the production_app upstream at one slot's port."""
-    assert "server 127.0.0.1:8102;" in nginx_upstream(slot_port=8102)
+def test_upstream_file_holds_a_group_per_slot():
+    """Both slots' groups are in the file; which one serves is the marker's business."""
+    text = nginx_upstreams(slot_ports={Slot.BLUE: 8101, Slot.GREEN: 8102})
+    assert "upstream production_app_blue {\n    server 127.0.0.1:8101;" in text
+    assert "upstream production_app_green {\n    server 127.0.0.1:8102;" in text
+    ports = {Slot.BLUE: 8101, Slot.GREEN: 8102}
+    assert serving_slot(text, green_marked=False, slot_ports=ports) is Slot.BLUE
+    assert serving_slot(text, green_marked=True, slot_ports=ports) is Slot.GREEN
+    # An upstream file of one group, from before slot markers, names the slot by its port.
+    legacy = "upstream production_app {\n    server 127.0.0.1:8102;\n    keepalive 8;\n}\n"
+    assert serving_slot(legacy, green_marked=False, slot_ports=ports) is Slot.GREEN
+    assert serving_slot("", green_marked=False, slot_ports=ports) is None
 
 
 def test_known_hosts_line_brackets_non_default_port():

@@ -264,9 +264,43 @@ def smoke_problem(
     return None
 
 
-def nginx_upstream(*, slot_port: int, host: str = "127.0.0.1") -> str:
-    """The upstream file nginx includes: which slot production traffic goes to."""
-    return f"upstream production_app {{\n    server {host}:{slot_port};\n    keepalive 8;\n}}\n"
+UPSTREAM_GROUP = "production_app"
+
+
+def nginx_upstreams(*, slot_ports: Mapping[Slot, int], host: str = "127.0.0.1") -> str:
+    """The upstream file nginx includes (in `http`): a group per slot. Which of them takes the
+    traffic is not in it but in the slot marker (`green_marker`), read by nginx per request, so
+    a switch never reloads nginx (a reload closes clients' idle kept-alive connections, and a
+    request sent on one just then fails)."""
+    return "".join(
+        f"upstream {UPSTREAM_GROUP}_{slot.value} {{\n"
+        f"    server {host}:{slot_ports[slot]};\n    keepalive 8;\n}}\n"
+        for slot in Slot
+    )
+
+
+def green_marker(upstream_file: str) -> str:
+    """The file whose presence sends the traffic to green (absent: blue)."""
+    return f"{upstream_file}.green"
+
+
+def nginx_slot_routing(upstream_file: str) -> str:
+    """The proxied location's lines that pick the slot's group by the marker, per request."""
+    return (
+        "set $deliver_slot blue;\n"
+        f"if (-f {green_marker(upstream_file)}) {{\n    set $deliver_slot green;\n}}\n"
+        f"proxy_pass http://{UPSTREAM_GROUP}_$deliver_slot;\n"
+    )
+
+
+def serving_slot(
+    upstream_text: str, *, green_marked: bool, slot_ports: Mapping[Slot, int]
+) -> Slot | None:
+    """The slot nginx sends traffic to, from its upstream file and the marker; an upstream file
+    of one group (before slot markers) names the slot by its port."""
+    if f"upstream {UPSTREAM_GROUP}_{Slot.BLUE.value} " in upstream_text:
+        return Slot.GREEN if green_marked else Slot.BLUE
+    return next((slot for slot, port in slot_ports.items() if f":{port};" in upstream_text), None)
 
 
 def rollback_choice(state: HostState, to_version: str | None) -> tuple[str, str, str] | str:

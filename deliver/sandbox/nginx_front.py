@@ -7,7 +7,8 @@ from pathlib import Path
 
 from deliver import commands
 from deliver.errors import ComponentFailed
-from deliver.planning.release import nginx_upstream
+from deliver.planning.release import Slot as ReleaseSlot
+from deliver.planning.release import green_marker, nginx_upstreams, serving_slot
 from deliver.sandbox.component import Context, Daemon, SystemTool, http_probe
 from deliver.sandbox.config import LOOPBACK, Environment, Slot
 from deliver.sandbox.render import nginx_balancer_config, nginx_config
@@ -34,12 +35,13 @@ class NginxFront(Daemon):
             return ctx.config.orders_front_port
         return ctx.config.fleet[self.fleet_host].front if self.fleet_host else ctx.config.nginx_port
 
-    def _first_slot_port(self, ctx: Context) -> int:
-        if self.service:
-            return ctx.config.orders_slot_ports[Environment.PRODUCTION][Slot.BLUE]
+    def _slot_ports(self, ctx: Context) -> dict[ReleaseSlot, int]:
         if self.fleet_host:
-            return ctx.config.fleet[self.fleet_host].blue
-        return ctx.config.slot_ports[Environment.PRODUCTION][Slot.BLUE]
+            host = ctx.config.fleet[self.fleet_host]
+            return {ReleaseSlot.BLUE: host.blue, ReleaseSlot.GREEN: host.green}
+        ports = ctx.config.orders_slot_ports if self.service else ctx.config.slot_ports
+        production = ports[Environment.PRODUCTION]
+        return {ReleaseSlot(slot.value): production[slot] for slot in Slot}
 
     def command(self, ctx: Context) -> list[str]:
         """nginx as a release runs it: the DeployTarget's nginx_command."""
@@ -57,8 +59,7 @@ class NginxFront(Daemon):
     def prepare(self, ctx: Context) -> None:
         paths = self.paths(ctx)
         (paths["prefix"] / "scratch").mkdir(exist_ok=True)
-        if not paths["upstream"].exists():
-            paths["upstream"].write_text(nginx_upstream(slot_port=self._first_slot_port(ctx)))
+        self._write_slot_groups(paths["upstream"], self._slot_ports(ctx))
         paths["config"].write_text(
             nginx_config(
                 port=self.port(ctx),
@@ -73,6 +74,18 @@ class NginxFront(Daemon):
         if not self.fleet_host and not self.service:
             ctx.state.set_fact("nginx_upstream_file", str(paths["upstream"]))
             ctx.state.set_fact("nginx_config_file", str(paths["config"]))
+
+    @staticmethod
+    def _write_slot_groups(upstream: Path, ports: dict[ReleaseSlot, int]) -> None:
+        """The slots' groups, blue serving, unless there already; an upstream file of one group
+        (a sandbox made before slot markers) keeps the slot it named."""
+        groups = nginx_upstreams(slot_ports=ports)
+        existing = upstream.read_text() if upstream.exists() else ""
+        if existing == groups:
+            return
+        if serving_slot(existing, green_marked=False, slot_ports=ports) is ReleaseSlot.GREEN:
+            Path(green_marker(str(upstream))).touch()
+        upstream.write_text(groups)
 
     def _base_argv(self, ctx: Context) -> list[str]:
         paths = self.paths(ctx)

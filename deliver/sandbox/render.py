@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deliver.planning.release import nginx_slot_routing
 from deliver.sandbox.config import LOOPBACK
 
 
@@ -92,11 +93,15 @@ http {{
 
 
 def nginx_config(*, port: int, prefix: Path, upstream_file: Path, pid_file: Path) -> str:
-    """nginx in front of production; `upstream_file` names the live slot; releases rewrite it."""
+    """nginx in front of production: `upstream_file` holds a group per slot, and the slot
+    marker beside it (which releases create or remove) picks one per request."""
+    routing = "".join(
+        f"            {line}\n" for line in nginx_slot_routing(str(upstream_file)).splitlines()
+    )
     proxy = (
         "            # Which slot answered: releases wait for it to name the new slot.\n"
         "            add_header X-Deliver-Upstream $upstream_addr always;\n"
-        "            proxy_pass http://production_app;\n"
+        f"{routing}"
     )
     return _nginx(
         prefix=prefix,

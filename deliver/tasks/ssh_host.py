@@ -24,7 +24,9 @@ from deliver.planning.release import (
     RunningSlot,
     Slot,
     container_name,
-    nginx_upstream,
+    green_marker,
+    nginx_upstreams,
+    serving_slot,
 )
 from deliver.planning.runtime import (
     AccessoryRun,
@@ -48,16 +50,30 @@ from deliver.tasks.ssh import (
 )
 
 STATE_FILE = "release-state.json"
+# The slots' upstream groups are loaded (checked, then a reload) only when they changed: on a
+# host's first release, or new slot ports. The switch itself creates or removes the marker
+# nginx reads per request, so it never closes a client's connection.
 SWITCH_SCRIPT = """
 set -eu
-live="$1"; new_content_file="$2"; shift 2
-cp -f "$live" "$live.prev"
-mv -f "$new_content_file" "$live"
-if ! "$@" -t 2>&1; then
-  mv -f "$live.prev" "$live"; echo "nginx -t refused the new upstream" >&2; exit 3
+groups="$1"; staged="$2"; marker="$3"; slot="$4"; shift 4
+if cmp -s "$staged" "$groups"; then
+  rm -f "$staged"
+else
+  if [ -f "$groups" ]; then cp -f "$groups" "$groups.prev"; fi
+  mv -f "$staged" "$groups"
+  if ! "$@" -t 2>&1; then
+    if [ -f "$groups.prev" ]; then mv -f "$groups.prev" "$groups"; fi
+    echo "nginx -t refused the slots' upstream groups: the proxied location must pick" \
+      "the group by the slot marker (see the README's 'Your own nginx')" >&2
+    exit 3
+  fi
+  "$@" -s reload
 fi
-"$@" -s reload
+if [ "$slot" = green ]; then : > "$marker"; else rm -f "$marker"; fi
 """
+# The upstream file, then a line saying the green marker is there, if it is.
+SERVING_SCRIPT = """cat -- "$1" 2>/dev/null || true; if [ -f "$2" ]; then echo "$3"; fi"""
+GREEN_MARKED = "# deliver: green is marked live"
 # One remote shell logs in and pulls: the registry password lives in a docker config in memory
 # (/dev/shm where there is one) only while the shell runs, and is removed when it exits or is
 # hung up on (a release killed mid-pull drops its SSH connection), never left on the host.
@@ -332,9 +348,12 @@ class SshHost:
                 PS_FORMAT,
             ]
         )
-        upstream = ""
+        upstream, green_marked = "", False
         if settings.nginx_upstream_file:
-            upstream = remote.run(["cat", settings.nginx_upstream_file], check=False).stdout
+            marker = green_marker(settings.nginx_upstream_file)
+            argv = ["sh", "-c", SERVING_SCRIPT, "serving", settings.nginx_upstream_file, marker]
+            upstream = remote.run([*argv, GREEN_MARKED], check=False).stdout
+            green_marked = GREEN_MARKED in upstream.splitlines()
         running = []
         for line in listed.stdout.splitlines():
             parts = line.split("|")
@@ -342,9 +361,7 @@ class SshHost:
             if len(parts) == 5 and parts[0] in {"blue", "green"} and parts[4] == self.view.name:
                 slot, version, image, run, _ = parts
                 running.append(RunningSlot(slot=Slot(slot), version=version, image=image, run=run))
-        serving = next(
-            (slot for slot, port in self.view.slot_ports.items() if f":{port};" in upstream), None
-        )
+        serving = serving_slot(upstream, green_marked=green_marked, slot_ports=self.view.slot_ports)
         return running, serving
 
     def pull(self, image: str) -> bool:
@@ -515,20 +532,20 @@ class SshHost:
             time.sleep(0.5)
 
     def switch(self, slot: Slot) -> None:
-        """Swap nginx's upstream file atomically, test the config, reload."""
+        """Mark `slot` live for nginx (SWITCH_SCRIPT), loading the slots' groups first if they
+        are not the ones in place."""
         settings = self.settings
         if settings.nginx_upstream_file is None or settings.nginx_command is None:
             raise DeployTargetInvalid(
                 block=self.view.ref, field="nginx_upstream_file", detail="not set"
             )
-        upstream = nginx_upstream(slot_port=self.view.slot_ports[slot], host=self.view.service_host)
+        groups = nginx_upstreams(slot_ports=self.view.slot_ports, host=self.view.service_host)
         live = settings.nginx_upstream_file
         staged = f"{live}.new"
         remote = self._connection()
-        remote.write_file(staged, upstream.encode())
-        remote.run(
-            ["sh", "-c", SWITCH_SCRIPT, "switch_traffic", live, staged, *settings.nginx_command]
-        )
+        remote.write_file(staged, groups.encode())
+        argv = ["sh", "-c", SWITCH_SCRIPT, "switch_traffic", live, staged, green_marker(live)]
+        remote.run([*argv, slot.value, *settings.nginx_command])
 
     def read_state(self) -> HostState:
         path = f"{self.settings.state_dir}/{STATE_FILE}"
