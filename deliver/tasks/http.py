@@ -128,8 +128,10 @@ def wait_for_upstream(
     """Poll `url` on fresh connections until nginx's X-Deliver-Upstream names `expected`
     `in_a_row` times running.
 
-    `nginx -s reload` returns before new workers take over; until then old workers answer
-    from the old upstream, so a smoke check run too early would test the old version.
+    A switch takes effect with the next request (the slot marker), but a host's first one
+    reloads nginx, and `nginx -s reload` returns before new workers take over: until then old
+    workers answer from the old upstream, and a smoke check run too early would test the old
+    version. Waiting for the header covers both, and any nginx set up another way.
     """
     started, seen, streak = time.monotonic(), "nothing", 0
     limits = httpx.Limits(max_keepalive_connections=0)
