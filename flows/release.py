@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Coroutine, Iterator
-from typing import Any, Literal, cast
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Literal, TypeVar, cast
 
 from prefect import State, flow, get_run_logger
+from prefect.context import SyncClientContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
@@ -56,6 +57,9 @@ from deliver.tasks.release_outcome import PrefectReporter
 
 # A paused (not suspended) release checks for its resume this often.
 POLL_S = 0.25
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 
 class ReleaseParameters(BaseModel):
@@ -184,7 +188,14 @@ async def release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
     """Deploy `parameters.image` to its environment; on failure the old version keeps serving."""
     # The work is sync (SSH, HTTP, waits) and runs in a thread that keeps the run's context: an
     # async flow ends without the sync engine's join of its heartbeat thread (up to 1 s a run).
-    return await asyncio.to_thread(_release, parameters)
+    return await asyncio.to_thread(with_one_client, _release, parameters)
+
+
+def with_one_client(work: Callable[[P], R], parameters: P) -> R:
+    """`work` with one API client for all its tasks: without it each sync task run makes its
+    own, loading the CA bundle and fetching a CSRF token (tens of ms apiece)."""
+    with SyncClientContext.get_or_create():
+        return work(parameters)
 
 
 def _release(parameters: ReleaseParameters) -> ReleaseResult | State[Any]:
@@ -394,7 +405,7 @@ class RollbackParameters(BaseModel):
 @flow(name="rollback", log_prints=True)
 async def rollback(parameters: RollbackParameters) -> ReleaseResult | State[Any]:
     """Put a kept version back with the release's own start, health, switch and smoke steps."""
-    return await asyncio.to_thread(_rollback, parameters)
+    return await asyncio.to_thread(with_one_client, _rollback, parameters)
 
 
 def _rollback(parameters: RollbackParameters) -> ReleaseResult | State[Any]:
