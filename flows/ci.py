@@ -6,7 +6,6 @@ Its output, an image in the registry by digest with its evidence, is what `relea
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import json
 import shutil
@@ -60,7 +59,6 @@ from deliver.tasks.registry import (
     RegistryImage,
     RegistryLookup,
     find_image,
-    preload_credentials,
     push_image,
     tag_image,
 )
@@ -405,15 +403,10 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
     app: PreparedApp | None = None
     # One API client for every task: without it each sync task builds its own (~20 ms apiece).
     with SyncClientContext.get_or_create():
-        # Read while the checkout runs, not after it, by the registry lookup.
-        registry_block = asyncio.get_running_loop().run_in_executor(
-            None, contextvars.copy_context().run, preload_credentials, parameters.registry_block
-        )
         try:
             app = prepare_app(
                 parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
             )
-            await registry_block
             emit_event(**ci_progress(event=CI_STARTED, **_ci_resource(parameters, app)))
             passed = _pipeline(parameters, app, cache, workdir)
             await publish_result(passed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -49,13 +48,6 @@ class RegistryImage:
 
 def load_credentials(block_name: str) -> DockerRegistryCredentials:
     return load_block(DockerRegistryCredentials, block_name)
-
-
-def preload_credentials(block_name: str) -> None:
-    """Load the block ahead of the steps that need it, where a failure is not told: the first
-    of them loads it again and says what is wrong."""
-    with contextlib.suppress(Exception):
-        load_credentials(block_name)
 
 
 def _auth(credentials: DockerRegistryCredentials) -> tuple[str, str]:
