@@ -6,7 +6,8 @@
 - critical_path_s: the longest chain of that run's own task durations through the flow's graph;
 - sequential_baseline_s: what one GitHub Actions job would run for the same result, as a bash
   script: the same checks one after another, bare on the runner in a venv made beforehand
-  (as a cached setup-python step would), then docker build, run and probe, export, push;
+  (as a cached setup-python step would), then docker build, run and probe, export, push
+  (under tags of its own: pushing the flow's would make the warm run move them back);
 - warm_wall_s: ci-pipeline again on the unchanged commit.
 Both the flow and the baseline start with the app's environment prepared (a priming run builds
 it), and each cold commit carries a fresh marker file so no check, image or scan is reusable.
@@ -221,6 +222,9 @@ def baseline_script(repo: Path, work: Path, cache: Path) -> str:
     }
     label_flags = " ".join(f"--label {shlex.quote(f'{k}={v}')}" for k, v in labels.items())
     ref = f"{registry}/{IMAGE}"
+    # Its own tags in the flow's repository (the layers are shared, as the flow's runs share
+    # them): pushing the flow's tags would leave the warm run moving them back.
+    tag, branch_tag = f"script-{short}", f"script-{BRANCH}"
     port = spec.container.port
     health = (
         "import sys, time, urllib.request\n"
@@ -239,19 +243,19 @@ def baseline_script(repo: Path, work: Path, cache: Path) -> str:
             f"export PATH={env_dir}/bin:$PATH VIRTUAL_ENV={env_dir} PYTHONDONTWRITEBYTECODE=1",
             f"export MYPY_CACHE_DIR={cache}/mypy-baseline RUFF_CACHE_DIR={cache}/ruff",
             *checks,
-            f"docker build -q {label_flags} -t {ref}:{short} . >/dev/null",
-            f"cid=$(docker run -d -p 127.0.0.1::{port} {ref}:{short})",
+            f"docker build -q {label_flags} -t {ref}:{tag} . >/dev/null",
+            f"cid=$(docker run -d -p 127.0.0.1::{port} {ref}:{tag})",
             f"hostport=$(docker port $cid {port} | head -1 | cut -d: -f2)",
             f"python3 -c {shlex.quote(health)} http://127.0.0.1:$hostport",
             "docker rm -f $cid >/dev/null",
-            f"cid=$(docker create --entrypoint /nonexistent {ref}:{short})",
+            f"cid=$(docker create --entrypoint /nonexistent {ref}:{tag})",
             "docker export $cid | tar -xO var/lib/dpkg/status >/dev/null",
             "docker rm $cid >/dev/null",
             f"printf '%s' {shlex.quote(creds['password'])} | DOCKER_CONFIG={work}/docker "
             f"docker login -u {creds['username']} --password-stdin {registry} >/dev/null 2>&1",
-            f"docker tag {ref}:{short} {ref}:{BRANCH}",
-            f"DOCKER_CONFIG={work}/docker docker push -q {ref}:{short} >/dev/null",
-            f"DOCKER_CONFIG={work}/docker docker push -q {ref}:{BRANCH} >/dev/null",
+            f"docker tag {ref}:{tag} {ref}:{branch_tag}",
+            f"DOCKER_CONFIG={work}/docker docker push -q {ref}:{tag} >/dev/null",
+            f"DOCKER_CONFIG={work}/docker docker push -q {ref}:{branch_tag} >/dev/null",
         ]
     )
 
