@@ -75,7 +75,15 @@ def held(name: str, why: str) -> Iterator[None]:
         finally:
             stop.set()
             renewing.join()
-            client.release_concurrency_slots_with_lease(lease_id)
+            try:
+                client.release_concurrency_slots_with_lease(lease_id)
+            except Exception as exc:  # not to hide what ended the block; the lease ends anyway
+                logger.warning(
+                    "Releasing the %s slot failed (%s): it frees when its lease ends, within %d s",
+                    name,
+                    exc,
+                    LEASE_S,
+                )
 
 
 def _holder() -> ConcurrencyLeaseHolder | None:
