@@ -27,6 +27,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.client.schemas.sorting import ArtifactSort
@@ -39,6 +41,7 @@ from prefect.events.filters import (
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.flow_runs import aresume_flow_run
+from prefect.logging.handlers import APILogWorker
 
 from deliver.errors import DeliveryError
 from deliver.planning.events import CI_FAILED, CI_STARTED, CI_SUCCEEDED, RELEASE_FINISHED
@@ -161,6 +164,21 @@ def final_task_runs(flow_run_id: UUID, *, timeout_s: float = 15.0) -> list[TaskR
             return runs
         previous = seen
         time.sleep(0.3)
+
+
+def log_messages(flow_run_id: UUID) -> list[str]:
+    """What a flow run logged, oldest first. A run in this process may still hold its last
+    lines (the API log handler sends in batches, every 2 s): they are sent first."""
+    APILogWorker.drain_all(timeout=5)
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
+            )
+        return [log.message for log in logs]
+
+    return asyncio.run(read())
 
 
 def read_release_records(

@@ -4,7 +4,6 @@ every host on the old version."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,6 +17,7 @@ import pytest
 
 from blocks.deploy_target import DeployTarget
 from deliver.errors import HealthCheckFailed, ReleaseError
+from deliver.prefect_api import log_messages
 from tests.images import push_sample
 from tests.load import Load
 from tests.nginx import serve_blue
@@ -107,20 +107,6 @@ class Hang:
         self.events.close()
 
 
-def flow_logs(run_id: Any) -> list[str]:
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    async def read() -> list[str]:
-        async with get_client() as client:
-            logs = await client.read_logs(
-                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
-            )
-        return [log.message for log in logs]
-
-    return asyncio.run(read())
-
-
 def test_first_release_rolls_in_batches_of_two(fleet_images, sandbox_config):
     """max_unavailable 2: fleet-1 and fleet-2 start and switch together, then fleet-3."""
     fleet = cast(DeployTarget, DeployTarget.load(QUICK))
@@ -128,7 +114,7 @@ def test_first_release_rolls_in_batches_of_two(fleet_images, sandbox_config):
     state, result = release_to_fleet(fleet_images["f1"], "4.0.1")
     assert state.is_completed(), result
     assert fleet_versions(sandbox_config) == {h: ("4.0.1", "4.0.1") for h in HOSTS}
-    logs = flow_logs(state.state_details.flow_run_id)
+    logs = log_messages(state.state_details.flow_run_id)
     batches = [line for line in logs if line.startswith("Batch ")]
     assert batches == [
         f"Batch 1: {QUICK}@fleet-1, {QUICK}@fleet-2",
@@ -179,7 +165,7 @@ def test_health_failing_on_the_second_host_switches_the_first_back(
         all=True, filters={"label": "dev.deliver.version=4.0.3"}
     )
     assert [c.name for c in candidates if "fleet" in c.name] == []
-    logs = flow_logs(state.state_details.flow_run_id)
+    logs = log_messages(state.state_details.flow_run_id)
     switches = [line for line in logs if line.startswith("Traffic switched")]
     assert switches == [
         "Traffic switched to the green slot on fleet-1",

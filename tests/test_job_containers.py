@@ -24,6 +24,7 @@ import pytest
 from prefect import State
 
 from deliver.errors import ChecksFailed
+from deliver.prefect_api import log_messages
 from deliver.sandbox.state import STATE_FILE
 from deliver.tasks.engine import CI_LABEL
 from flows.ci import CiParameters, CiResult, ci_pipeline
@@ -113,25 +114,9 @@ def test_a_second_run_reuses_the_environment_and_skips_unchanged_checks(
     assert state.is_completed(), again
     statuses = {c.name: c.status for c in again.checks}
     assert statuses == {"lint": "passed", "tests": "passed", "dependencies": "cached"}
-    logs = flow_run_messages(state)
+    logs = log_messages(state.state_details.flow_run_id)
     assert any("Reusing the app environment" in line for line in logs)
     assert leftovers(docker_engine, state) == []
-
-
-def flow_run_messages(state: Any) -> list[str]:
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    async def read() -> list[str]:
-        async with get_client() as client:
-            found = await client.read_logs(
-                log_filter=LogFilter(
-                    flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])
-                )
-            )
-            return [log.message for log in found]
-
-    return asyncio.run(read())
 
 
 # What a hostile pull request's check tries, from inside the job container. It prints what it

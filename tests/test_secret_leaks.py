@@ -48,6 +48,7 @@ from prefect.types import SecretDict
 from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks.deploy_target import DeployTarget
+from deliver.prefect_api import log_messages
 from deliver.sandbox.services.chat_inbox import Inbox
 from deliver.tasks.loading import load_block
 from deliver.webhook_server import WebhookSettings, serve
@@ -418,7 +419,7 @@ def test_the_canaries_were_really_used(delivered, sandbox_config, chat):
 
 def test_a_flow_that_shows_a_secret_logs_only_the_mask(canary_blocks, secrets, tmp_path):
     """A task that logs, prints and echoes a loaded secret: the server's logs hold `***`."""
-    from prefect import flow, get_client, get_run_logger, task
+    from prefect import flow, get_run_logger, task
 
     from deliver.commands import run_streamed
     from deliver.tasks.loading import load_block
@@ -442,18 +443,7 @@ def test_a_flow_that_shows_a_secret_logs_only_the_mask(canary_blocks, secrets, t
     run_id = state.state_details.flow_run_id
     assert run_id is not None
 
-    async def logs() -> list[str]:
-        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-        async with get_client() as client:
-            found = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-            return [log.message for log in found]
-
-    deadline = time.monotonic() + 30
-    messages = asyncio.run(logs())
-    while sum("***" in m for m in messages) < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)  # the API log handler sends in batches
-        messages = asyncio.run(logs())
+    messages = log_messages(run_id)
     pattern = matcher({"webhook secret": secrets["webhook secret"]})["webhook secret"]
     assert [m for m in messages if pattern.search(m.encode())] == []
     assert sum("***" in m for m in messages) >= 3, messages
