@@ -39,11 +39,7 @@ from deliver.planning.sarif import markdown as sarif_markdown
 from deliver.planning.sarif import sarif_key
 from deliver.planning.services import filled_env
 from deliver.spec import PathInRepository, PipelineSpec, RepositoryLocation
-from deliver.tasks.app_environment import (
-    existing_app_environment,
-    job_image,
-    prepare_app_environment,
-)
+from deliver.tasks.app_environment import app_environment, job_image
 from deliver.tasks.checks import CheckResult, check_key, run_check
 from deliver.tasks.docker_image import (
     build_image,
@@ -471,9 +467,7 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
         parameters.registry_block, spec.image.name, plan.source_tag, list(plan.tags)
     )
     base = job_image(app.app_dir, spec, dict(plan.build_args))
-    environment = existing_app_environment(
-        app.app_dir, spec.environment, base, cache, untrusted=parameters.untrusted
-    ) or prepare_app_environment(
+    environment = app_environment(
         app.app_dir, spec.environment, base, cache, untrusted=parameters.untrusted
     )
     placeholders = {

@@ -158,31 +158,32 @@ def _environment_path(cache_dir: Path, digest: str, *, untrusted: bool) -> Path:
     return cache_dir / "envs" / _trust(untrusted) / digest
 
 
-def existing_app_environment(
+def app_environment(
     app_dir: Path, spec: EnvironmentSpec, image: str, cache_dir: Path, *, untrusted: bool
-) -> AppEnvironment | None:
-    """The environment `prepare_app_environment` would reuse, found without a task run; None
-    when it has to run (the environment or its job image is not here yet). An environment is
-    moved into place once complete, so one that exists is whole."""
-    plan = _planned(app_dir, spec)
+) -> AppEnvironment:
+    """The environment for `app_dir` in `image`: one already built is found without a task run
+    (it is moved into place once complete, so one that exists is whole); otherwise
+    `prepare_app_environment` pulls the image if need be and builds it."""
     with docker_client() as client:
         try:
-            image_id = str(client.images.get(image).id)
+            image_id: str | None = str(client.images.get(image).id)
         except docker.errors.ImageNotFound:
-            return None
-    digest = environment_digest(plan, image_id)
-    path = _environment_path(cache_dir, digest, untrusted=untrusted)
-    if not (path / FROZEN).exists():
-        return None
-    get_run_logger().info("Reusing the app environment %s (inputs unchanged)", digest)
-    return environment_at(image_id, path, digest)
+            image_id = None
+    if image_id is not None:
+        digest = environment_digest(_planned(app_dir, spec), image_id)
+        path = _environment_path(cache_dir, digest, untrusted=untrusted)
+        if (path / FROZEN).exists():
+            get_run_logger().info("Reusing the app environment %s (inputs unchanged)", digest)
+            return environment_at(image_id, path, digest)
+    return prepare_app_environment(app_dir, spec, image, cache_dir, untrusted=untrusted)
 
 
 @task(name="prepare_app_environment")
 def prepare_app_environment(
     app_dir: Path, spec: EnvironmentSpec, image: str, cache_dir: Path, *, untrusted: bool
 ) -> AppEnvironment:
-    """The environment for `app_dir` in `image`, built once per distinct digest."""
+    """The environment for `app_dir` in `image`, built once per distinct digest (another run
+    may have built it while this one waited for the lock)."""
     logger = get_run_logger()
     plan = _planned(app_dir, spec)
     with docker_client() as client:

@@ -134,9 +134,7 @@ class _Registry:
     retry_delay_seconds=1,
     retry_condition_fn=lambda task, run, state: _retry_if_transient(task, run, state),
 )
-def find_image(
-    block_name: str, name: str, tag: str, run_tags: Iterable[str] = ()
-) -> RegistryLookup:
+def find_image(block_name: str, name: str, tag: str, run_tags: Iterable[str]) -> RegistryLookup:
     """Where `name` is pushed, and the image the registry already holds under `tag`, if any:
     found by its registry digest, and pulled by it when this worker's engine lacks it (another
     worker built it), so what is tested and scanned is what the registry holds. Which of
