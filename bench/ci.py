@@ -99,8 +99,9 @@ def make_repo(root: Path, example: str) -> Path:
 def fresh_commit(repo: Path) -> str:
     """A commit whose marker changes every check's inputs (pyproject.toml too) and the context."""
     marker = uuid.uuid4()
-    package = next(p for p in repo.iterdir() if (p / "__init__.py").is_file())
-    (package / "_bench_marker.py").write_text(f'MARKER = "{marker}"\n')
+    # Each package (the app's and its tests'): a check may read only one of them.
+    for package in (p for p in repo.iterdir() if (p / "__init__.py").is_file()):
+        (package / "_bench_marker.py").write_text(f'MARKER = "{marker}"\n')
     pyproject = repo / "pyproject.toml"
     lines = [line for line in pyproject.read_text().splitlines() if not line.startswith("# bench")]
     pyproject.write_text("\n".join([*lines, f"# bench {marker}"]) + "\n")

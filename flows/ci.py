@@ -6,9 +6,11 @@ Its output, an image in the registry by digest with its evidence, is what `relea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from deliver.planning.ci import (
     BuildPlan,
     TestCounts,
     container_test_cache_key,
+    longest_first,
     plan_build,
     ref_name_problem,
     scan_cache_key,
@@ -49,7 +52,7 @@ from deliver.tasks.docker_image import (
 )
 from deliver.tasks.git import repo_name
 from deliver.tasks.job import Job, RunContainers, run_containers
-from deliver.tasks.limits import build_limit_name, held
+from deliver.tasks.limits import Lease, build_limit_name, taking
 from deliver.tasks.notify import notification_block, notify_failure
 from deliver.tasks.registry import (
     RegistryImage,
@@ -58,7 +61,13 @@ from deliver.tasks.registry import (
     push_image,
     tag_image,
 )
-from deliver.tasks.reuse import Reused, ReuseKeys, find_reusable
+from deliver.tasks.reuse import (
+    Reused,
+    ReuseKeys,
+    find_reusable,
+    keep_durations,
+    last_durations,
+)
 from deliver.tasks.scan import ScanReport, scan_image, scan_sarif_artifact
 from flows.prepared_app import PreparedApp, prepare_app
 
@@ -176,16 +185,20 @@ def _outcome(name: str, future: PrefectFuture[CheckResult]) -> CheckOutcome:
 
 
 def run_checks(
-    spec: PipelineSpec, job: Job, placeholders: dict[str, str], reused: Reused
+    spec: PipelineSpec,
+    job: Job,
+    placeholders: dict[str, str],
+    reused: Reused,
+    last_durations: Mapping[str, float],
 ) -> list[CheckOutcome]:
-    """Every check not reused at once in the job container; all outcomes are collected (and
-    published when one failed) before any failure is raised."""
+    """Every check not reused at once in the job container, the slowest last time first; all
+    outcomes are collected (and published when one failed) before any failure is raised."""
+    to_run = {check.name: check for check in spec.checks if check.name not in reused.checks}
     futures = {
-        check.name: run_check.with_options(retries=check.retries, retry_delay_seconds=2).submit(
-            check, job, placeholders
+        name: run_check.with_options(retries=to_run[name].retries, retry_delay_seconds=2).submit(
+            to_run[name], job, placeholders
         )
-        for check in spec.checks
-        if check.name not in reused.checks
+        for name in longest_first(list(to_run), last_durations)
     }
     wait(list(futures.values()))
     outcomes = [
@@ -308,17 +321,29 @@ class ImageStep:
     reused: Reused
 
 
-def _tested_image(step: ImageStep, lookup: RegistryLookup) -> TestedImage:
+def build_slot(
+    lookup: RegistryLookup, image: str
+) -> contextlib.AbstractContextManager[Lease | None]:
+    """The image's build slot, taken while the checks run, unless the registry holds this
+    source tree already. Two runs of one source tree at once would both build and push it, and
+    the second push would move the first's tags: the second waits, then finds the first's image.
+    """
     if lookup.existing is not None:
+        return contextlib.nullcontext()
+    return taking(build_limit_name(image), "one build and push of an image at a time")
+
+
+def _tested_image(step: ImageStep, lookup: RegistryLookup, slot: Lease | None) -> TestedImage:
+    if slot is None:
         return _image(step, lookup)
-    # Two runs of one source tree at once would both build and push it, and the second push
-    # would move the first's tags. The second waits, then finds the first's image.
-    name = step.app.spec.image.name
-    with held(build_limit_name(name), "one build and push of an image at a time"):
-        lookup = find_image(
-            step.parameters.registry_block, name, step.plan.source_tag, list(step.plan.tags)
-        )
-        return _image(step, lookup)
+    slot.wait()
+    lookup = find_image(
+        step.parameters.registry_block,
+        step.app.spec.image.name,
+        step.plan.source_tag,
+        list(step.plan.tags),
+    )
+    return _image(step, lookup)
 
 
 def _image(step: ImageStep, lookup: RegistryLookup) -> TestedImage:
@@ -492,7 +517,10 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
     )
     reused = find_reusable(keys)
     run_label = str(flow_run.get_id() or "local")
-    with run_containers(run_label, spec.services) as containers:
+    with (
+        run_containers(run_label, spec.services) as containers,
+        build_slot(lookup, spec.image.name) as slot,
+    ):
         job = containers.plan_job(
             app.checkout.workdir,
             app.app_dir,
@@ -502,15 +530,18 @@ def _pipeline(parameters: CiParameters, app: PreparedApp, cache: Path, workdir: 
             workdir,
             untrusted=parameters.untrusted,
         )
+        timed = last_durations(cache, spec.service, untrusted=parameters.untrusted)
         try:
-            checks = run_checks(spec, job, placeholders, reused)
+            checks = run_checks(spec, job, placeholders, reused, timed)
         finally:
             containers.stop_job()
+        ran = {c.name: c.duration_s for c in checks if c.status == "passed"}
+        keep_durations(cache, spec.service, ran, untrusted=parameters.untrusted)
         try:
             step = ImageStep(
                 parameters=parameters, app=app, plan=plan, containers=containers, reused=reused
             )
-            image = _tested_image(step, lookup)
+            image = _tested_image(step, lookup, slot)
         except Exception:
             scan = (reused.scan, dockerfile_in_repo(app, plan)) if reused.scan else None
             publish_checks(spec.service, checks, scan)

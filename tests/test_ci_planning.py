@@ -12,6 +12,7 @@ from deliver.planning.ci import (
     docker_tag,
     expand_command,
     image_tags,
+    longest_first,
     oci_labels,
     parse_coverage,
     parse_junit,
@@ -340,3 +341,10 @@ def test_a_new_base_image_under_the_same_name_changes_the_source_tag():
 
     assert tag("sha256:" + "1" * 64) != tag("sha256:" + "2" * 64)
     assert tag("") == source_tree_tag(tree="t", dockerfile="Dockerfile", build_args={})
+
+
+def test_checks_start_slowest_first_and_never_timed_ones_before_them():
+    last = {"lint": 0.4, "tests": 1.8, "types": 0.9}
+    names = ["lint", "format", "types", "tests", "security"]
+    assert longest_first(names, last) == ["format", "security", "tests", "types", "lint"]
+    assert longest_first(names, {}) == names

@@ -1,13 +1,18 @@
 """Prefect's result store: which steps of a run earlier runs already did, looked up together
 before any of them becomes a task run (a task run that only finds its cached result still
 costs a task run). The lookup is not one either: it reads local records, and the run's report
-lists what it found."""
+lists what it found. Beside it, how long each check took when it last ran here, to start the
+slowest first."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
+import re
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from prefect import get_run_logger
@@ -84,3 +89,38 @@ def find_reusable(keys: ReuseKeys) -> Reused:
         ", ".join(f"check {name}" for name in to_run) or "no check",
     )
     return reused
+
+
+def _durations_file(cache_dir: Path, service: str, *, untrusted: bool) -> Path:
+    # A pull request's runs keep their own, as they keep their own environments.
+    trust = "untrusted" if untrusted else "trusted"
+    return (
+        cache_dir / "check-durations" / trust / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', service)}.json"
+    )
+
+
+def last_durations(cache_dir: Path, service: str, *, untrusted: bool) -> dict[str, float]:
+    """How long each check of `service` took when it last ran on this worker (none when it
+    never ran here, or the record is unreadable: the checks then start in the spec's order)."""
+    try:
+        kept = json.loads(_durations_file(cache_dir, service, untrusted=untrusted).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(kept, dict):
+        return {}
+    return {str(k): float(v) for k, v in kept.items() if isinstance(v, int | float)}
+
+
+def keep_durations(
+    cache_dir: Path, service: str, durations: Mapping[str, float], *, untrusted: bool
+) -> None:
+    """Record `durations` (the checks that ran) over the last ones; replaced whole, so a run
+    reading it at the same time sees the old record or the new."""
+    if not durations:
+        return
+    path = _durations_file(cache_dir, service, untrusted=untrusted)
+    merged = {**last_durations(cache_dir, service, untrusted=untrusted), **durations}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
+        json.dump(merged, out)
+    Path(out.name).replace(path)
