@@ -141,20 +141,18 @@ def publish_metrics(window: str) -> list[dict[str, str]]:
 @flow(name="nightly", log_prints=True)
 async def nightly(parameters: NightlyParameters) -> NightlyReport:
     """Test on fresh dependencies, benchmark, measure; report it all, notify on failure."""
-    # Sync work in a thread that keeps the run's context: no wait for the sync engine's
-    # heartbeat join at the end.
-    return await asyncio.to_thread(_checked_nightly, parameters)
-
-
-def _checked_nightly(parameters: NightlyParameters) -> NightlyReport:
     if parameters.notify_block:
         notification_block(parameters.notify_block)
     cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
     workdir = cache / "nightly" / str(flow_run.get_id() or "local")
     app: PreparedApp | None = None
     try:
-        app = prepare_app(parameters.repo, parameters.ref, parameters.spec_path, workdir / "src")
-        return _nightly(parameters, app, workdir)
+        app = await prepare_app(
+            parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
+        )
+        # Sync work in a thread that keeps the run's context: no wait for the sync engine's
+        # heartbeat join at the end.
+        return await asyncio.to_thread(_nightly, parameters, app, workdir)
     except Exception as exc:
         notify_failure(
             parameters.notify_block,

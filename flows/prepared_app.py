@@ -21,9 +21,9 @@ class PreparedApp:
         return self.spec.service
 
 
-def prepare_app(repo: str, ref: str, spec_path: str, workdir: Path) -> PreparedApp:
+async def prepare_app(repo: str, ref: str, spec_path: str, workdir: Path) -> PreparedApp:
     """Check out `ref` into `workdir` and read its spec (checked before anything runs; a
     spec that is not valid fails the run with the file and the field)."""
-    checkout = check_out(repo, ref, workdir)
+    checkout = await check_out(repo, ref, workdir)
     spec_file = checkout.workdir / spec_path
     return PreparedApp(checkout=checkout, spec=load_spec(spec_file), app_dir=spec_file.parent)

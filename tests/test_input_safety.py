@@ -3,6 +3,7 @@ the field named, before any process starts (an audit hook watches every process 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -101,7 +102,7 @@ def test_the_upload_pack_clone_url_in_a_push_webhook_is_a_400(tmp_path: Path):
 def test_check_out_refuses_it_before_git_runs(tmp_path: Path):
     """The task itself refuses too, whoever calls it."""
     with no_process_started(), pytest.raises(RepoNotFound, match="looks like a git option"):
-        check_out.fn(UPLOAD_PACK, "main", tmp_path / "src")
+        asyncio.run(check_out.fn(UPLOAD_PACK, "main", tmp_path / "src"))
     assert not PWNED.exists()
 
 

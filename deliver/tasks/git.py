@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -57,8 +58,13 @@ def classify_ref(repo: str, ref: str) -> tuple[RefKind, str]:
 
 
 @task(name="check_out", task_run_name="checkout-{ref}")
-def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
-    """Fetch only `ref` into a fresh repository at `workdir` and check it out."""
+async def check_out(repo: str, ref: str, workdir: Path) -> Checkout:
+    """Fetch only `ref` into a fresh repository at `workdir` and check it out. Async, on the
+    flow's own API client: a flow can make what it needs next while git works."""
+    return await asyncio.to_thread(_check_out, repo, ref, workdir)
+
+
+def _check_out(repo: str, ref: str, workdir: Path) -> Checkout:
     if problem := repository_problem(repo):  # before git sees it
         raise RepoNotFound(repo=repo, detail=problem)
     if Path(repo).is_dir():  # a local path is read from the fresh repository's folder
