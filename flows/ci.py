@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,10 +49,9 @@ from deliver.tasks.docker_image import (
     local_image_id,
     test_container,
 )
-from deliver.tasks.git import repo_name
 from deliver.tasks.job import Job, RunContainers, run_containers
 from deliver.tasks.limits import Lease, build_limit_name, taking
-from deliver.tasks.notify import notification_block, notify_failure
+from deliver.tasks.notify import notification_block
 from deliver.tasks.registry import (
     RegistryImage,
     RegistryLookup,
@@ -69,7 +67,7 @@ from deliver.tasks.reuse import (
     last_durations,
 )
 from deliver.tasks.scan import ScanReport, scan_image, scan_sarif_artifact
-from flows.prepared_app import PreparedApp, prepare_app
+from flows.prepared_app import PreparedApp, checked_out_app
 
 PUBLIC_OSV = "https://api.osv.dev/v1/query"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "deliver"
@@ -424,30 +422,25 @@ async def ci_pipeline(parameters: CiParameters) -> CiResult:
     # One API client for every sync task (without it each builds its own, ~20 ms apiece),
     # made while git checks out: its CA bundle takes ~30 ms to load.
     sync_client = asyncio.create_task(asyncio.to_thread(SyncClientContext))
-    app: PreparedApp | None = None
-    try:
-        app = await prepare_app(
-            parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
-        )
+
+    def tell_failed(app: PreparedApp) -> None:
+        emit_event(**ci_progress(event=CI_FAILED, **_ci_resource(parameters, app)))
+
+    async with checked_out_app(
+        parameters.repo,
+        parameters.ref,
+        parameters.spec_path,
+        workdir,
+        notify_block=parameters.notify_block,
+        failure=NoticeKind.CI_FAILED,
+        on_failure=tell_failed,
+    ) as app:
         with await sync_client:
             emit_event(**ci_progress(event=CI_STARTED, **_ci_resource(parameters, app)))
             passed = _pipeline(parameters, app, cache, workdir)
             await publish_result(passed)
             _announce(parameters, app, passed.result)
             return passed.result
-    except Exception as exc:
-        if app is not None:
-            emit_event(**ci_progress(event=CI_FAILED, **_ci_resource(parameters, app)))
-        notify_failure(
-            parameters.notify_block,
-            NoticeKind.CI_FAILED,
-            service=app.service if app else repo_name(parameters.repo),
-            ref=parameters.ref,
-            error=exc,
-        )
-        raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _ci_resource(parameters: CiParameters, app: PreparedApp) -> dict[str, str]:

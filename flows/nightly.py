@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,11 +30,10 @@ from deliver.prefect_api import delivery_metrics
 from deliver.spec import PathInRepository, RepositoryLocation
 from deliver.tasks.app_environment import fresh_app_environment, installed_versions, job_image
 from deliver.tasks.checks import CheckResult, run_check
-from deliver.tasks.git import repo_name
 from deliver.tasks.job import run_containers
-from deliver.tasks.notify import notification_block, notify_failure
+from deliver.tasks.notify import notification_block
 from flows.ci import DEFAULT_CACHE_DIR, PUBLIC_OSV
-from flows.prepared_app import PreparedApp, prepare_app
+from flows.prepared_app import PreparedApp, checked_out_app
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("ci", "release", "sandbox_up")
@@ -145,25 +143,17 @@ async def nightly(parameters: NightlyParameters) -> NightlyReport:
         notification_block(parameters.notify_block)
     cache = Path(parameters.cache_dir) if parameters.cache_dir else DEFAULT_CACHE_DIR
     workdir = cache / "nightly" / str(flow_run.get_id() or "local")
-    app: PreparedApp | None = None
-    try:
-        app = await prepare_app(
-            parameters.repo, parameters.ref, parameters.spec_path, workdir / "src"
-        )
+    async with checked_out_app(
+        parameters.repo,
+        parameters.ref,
+        parameters.spec_path,
+        workdir,
+        notify_block=parameters.notify_block,
+        failure=NoticeKind.NIGHTLY_FAILED,
+    ) as app:
         # Sync work in a thread that keeps the run's context: no wait for the sync engine's
         # heartbeat join at the end.
         return await asyncio.to_thread(_nightly, parameters, app, workdir)
-    except Exception as exc:
-        notify_failure(
-            parameters.notify_block,
-            NoticeKind.NIGHTLY_FAILED,
-            service=app.service if app else repo_name(parameters.repo),
-            ref=parameters.ref,
-            error=exc,
-        )
-        raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _nightly(parameters: NightlyParameters, app: PreparedApp, workdir: Path) -> NightlyReport:
